@@ -1,0 +1,108 @@
+//! Launchers for the device-layer self-test kernels (`kernels::selftest`): the GPU
+//! half of the checks that every device primitive agrees with its host equivalent.
+
+use crate::error::{invalid_input, Error, Result};
+use crate::gpu::{grid_1d, len_u32, Gpu};
+use cudarc::driver::PushKernelArg;
+
+fn launch_error(kernel: &str) -> impl FnOnce(cudarc::driver::DriverError) -> Error + '_ {
+    move |source| Error::Cuda { during: format!("launching {kernel}"), source }
+}
+
+fn check_block(block: u32) -> Result<()> {
+    if block == 0 || block % 32 != 0 || block > 1024 {
+        return invalid_input!("block size {block} must be a multiple of 32 in 32..=1024");
+    }
+    Ok(())
+}
+
+/// `out[i] = global_id_pattern(i)` for i < n, with blocks of `block` threads.
+pub fn global_id(gpu: &Gpu, n: usize, block: u32) -> Result<Vec<u32>> {
+    check_block(block)?;
+    let n32 = len_u32(n, "global_id")?;
+    let mut out = gpu.zeros::<u32>(n.max(1))?;
+    let f = gpu.function("mlff_selftest_global_id")?;
+    let mut launch = gpu.stream().launch_builder(&f);
+    launch.arg(&mut out).arg(&n32);
+    unsafe { launch.launch(grid_1d(n, block)?) }.map_err(launch_error("mlff_selftest_global_id"))?;
+    let mut host = gpu.download(&out)?;
+    host.truncate(n);
+    Ok(host)
+}
+
+/// `bins[i % nbins] += values[i]` with `atom.add.f32`.
+pub fn atomic_histogram(gpu: &Gpu, values: &[f32], nbins: usize) -> Result<Vec<f32>> {
+    if nbins == 0 {
+        return invalid_input!("atomic_histogram needs at least one bin");
+    }
+    let n = len_u32(values.len(), "atomic_histogram values")?;
+    let nb = len_u32(nbins, "atomic_histogram bins")?;
+    let input = gpu.upload(values)?;
+    let mut bins = gpu.zeros::<f32>(nbins)?;
+    let f = gpu.function("mlff_selftest_atomic_add")?;
+    let mut launch = gpu.stream().launch_builder(&f);
+    launch.arg(&input).arg(&n).arg(&mut bins).arg(&nb);
+    unsafe { launch.launch(grid_1d(values.len(), 256)?) }.map_err(launch_error("mlff_selftest_atomic_add"))?;
+    gpu.download(&bins)
+}
+
+/// Which warp shuffle [`shuffle`] runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Shuffle {
+    Xor(u32),
+    Down(u32),
+}
+
+/// Each lane's value after the shuffle (lanes past the input read 0).
+pub fn shuffle(gpu: &Gpu, input: &[f32], kind: Shuffle) -> Result<Vec<f32>> {
+    let (name, amount) = match kind {
+        Shuffle::Xor(mask) if mask < 32 => ("mlff_selftest_shfl_xor", mask),
+        Shuffle::Down(delta) if delta < 32 => ("mlff_selftest_shfl_down", delta),
+        other => return invalid_input!("shuffle amount in {other:?} must be below 32"),
+    };
+    one_input_kernel(gpu, name, input, input.len(), 128, amount)
+}
+
+/// One sum per 32 consecutive inputs.
+pub fn warp_reduce(gpu: &Gpu, input: &[f32]) -> Result<Vec<f32>> {
+    one_input_kernel(gpu, "mlff_selftest_warp_reduce", input, input.len().div_ceil(32), 128, None)
+}
+
+/// One sum per `block` consecutive inputs, through static shared memory and barriers.
+pub fn block_reduce(gpu: &Gpu, input: &[f32], block: u32) -> Result<Vec<f32>> {
+    check_block(block)?;
+    one_input_kernel(gpu, "mlff_selftest_block_reduce", input, input.len().div_ceil(block as usize), block, None)
+}
+
+/// Each block's chunk reversed through dynamic shared memory.
+pub fn shared_reverse(gpu: &Gpu, input: &[f32], block: u32) -> Result<Vec<f32>> {
+    check_block(block)?;
+    one_input_kernel(gpu, "mlff_selftest_shared_reverse", input, input.len(), block, None)
+}
+
+/// Kernels of the form `(input, n, out[, amount])`, launched over the input.
+fn one_input_kernel(
+    gpu: &Gpu,
+    name: &'static str,
+    input: &[f32],
+    out_len: usize,
+    block: u32,
+    amount: impl Into<Option<u32>>,
+) -> Result<Vec<f32>> {
+    let n = len_u32(input.len(), name)?;
+    let device_input = gpu.upload(input)?;
+    let mut out = gpu.zeros::<f32>(out_len.max(1))?;
+    let f = gpu.function(name)?;
+    let mut config = grid_1d(input.len(), block)?;
+    config.shared_mem_bytes = block * 4;
+    let amount = amount.into();
+    let mut launch = gpu.stream().launch_builder(&f);
+    launch.arg(&device_input).arg(&n).arg(&mut out);
+    if let Some(amount) = amount.as_ref() {
+        launch.arg(amount);
+    }
+    unsafe { launch.launch(config) }.map_err(launch_error(name))?;
+    let mut host = gpu.download(&out)?;
+    host.truncate(out_len);
+    Ok(host)
+}

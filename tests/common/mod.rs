@@ -1,0 +1,46 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use mlff::gpu::{unavailable_reason, Gpu};
+
+/// SplitMix64: deterministic, dependency-free random numbers for tests.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.uniform()
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    pub fn f32_vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.range(-1.0, 1.0) as f32).collect()
+    }
+}
+
+/// GPU 0, or `None` after printing why the calling GPU test is skipped.
+pub fn gpu_or_skip(test: &str) -> Option<Gpu> {
+    if let Some(reason) = unavailable_reason() {
+        println!("{test}: skipped: no CUDA device ({reason})");
+        eprintln!("{test}: skipped: no CUDA device ({reason})");
+        return None;
+    }
+    match Gpu::new(0) {
+        Ok(gpu) => Some(gpu),
+        Err(e) => panic!("{test}: a CUDA device is present but unusable: {e}"),
+    }
+}
