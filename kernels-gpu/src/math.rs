@@ -92,8 +92,11 @@ fn scale_by_power_of_two(p: f32, k: i32) -> f32 {
     }
 }
 
-const PI_OVER_2_HI: f32 = 1.570_796_4;
-const PI_OVER_2_LO: f32 = -4.371_139e-8;
+// π/2 in three parts (Cody-Waite, as in Cephes): the first two have trailing zero bits
+// so that q·part is exact for the quadrant counts we meet.
+const PI_OVER_2_A: f32 = 1.570_312_5;
+const PI_OVER_2_B: f32 = 4.837_512_969_970_703e-4;
+const PI_OVER_2_C: f32 = 7.549_79e-8;
 const TWO_OVER_PI: f32 = core::f32::consts::FRAC_2_PI;
 
 /// x reduced to r in [-π/4, π/4] and the quadrant q (mod 4), x = q·π/2 + r.
@@ -101,7 +104,7 @@ const TWO_OVER_PI: f32 = core::f32::consts::FRAC_2_PI;
 fn reduce_quadrant(x: f32) -> (f32, i32) {
     let q = round_to_int(x * TWO_OVER_PI);
     let qf = q as f32;
-    ((x - qf * PI_OVER_2_HI) - qf * PI_OVER_2_LO, q & 3)
+    (((x - qf * PI_OVER_2_A) - qf * PI_OVER_2_B) - qf * PI_OVER_2_C, q & 3)
 }
 
 #[inline(always)]
