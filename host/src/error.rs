@@ -28,6 +28,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The request is valid but this build cannot serve it (yet).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     /// The CPU thread pool could not be created.
     #[error("cannot start the CPU thread pool: {0}")]
     ThreadPool(String),

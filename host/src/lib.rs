@@ -4,9 +4,15 @@ pub mod cpu;
 pub mod device;
 pub mod error;
 pub mod gpu;
+pub mod model;
+pub mod neighbors;
 pub mod selftest;
+pub mod structure;
 
 pub use device::Device;
 pub use error::{Error, Result};
+pub use model::{Model, Prediction};
+pub use neighbors::{neighbor_list, NeighborList};
+pub use structure::{Batch, Structure};
 /// The kernel bodies (shared by the CPU path and the PTX).
 pub use mlff_kernels as kernels;

@@ -10,8 +10,12 @@
 #![cfg_attr(target_arch = "nvptx64", feature(abi_ptx, asm_experimental_arch, stdarch_nvptx))]
 
 pub mod device;
+pub mod geometry;
 pub mod math;
+pub mod nn;
+pub mod radial;
 pub mod selftest;
+pub mod student;
 
 #[cfg(target_arch = "nvptx64")]
 pub mod ptx_entry;

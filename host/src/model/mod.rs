@@ -1,0 +1,167 @@
+//! The public model API: load a model file, evaluate batches of structures.
+
+pub mod cpu;
+pub mod student;
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::neighbors::{neighbor_list, NeighborList};
+use crate::structure::{Batch, Structure};
+use safetensors::SafeTensors;
+use std::collections::HashMap;
+use std::path::Path;
+use student::{StudentConfig, StudentWeights, ARCHITECTURE};
+
+/// Energy, forces and (for periodic structures) stress of one structure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// eV
+    pub energy: f64,
+    /// eV per atom
+    pub atom_energies: Vec<f64>,
+    /// eV/Å
+    pub forces: Vec<[f64; 3]>,
+    /// σ_ab = (1/V) Σ_edges r_a ∂E/∂r_b in eV/Å³ (ASE's sign), where the structure is
+    /// periodic along some axis.
+    pub stress: Option<[[f64; 3]; 3]>,
+}
+
+/// A loaded model.
+#[derive(Clone, Debug)]
+pub struct Model {
+    weights: StudentWeights,
+    metadata: HashMap<String, String>,
+}
+
+impl Model {
+    /// Loads a model file in our safetensors layout (see `tools/export_student.py`).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        Self::from_bytes(&bytes).map_err(|e| match e {
+            Error::InvalidModel(m) => Error::InvalidModel(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| Error::InvalidModel(format!("not a safetensors file: {e}")))?;
+        let metadata = header.metadata().clone().unwrap_or_default();
+        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::InvalidModel(format!("not a safetensors file: {e}")))?;
+        let architecture = metadata
+            .get("architecture")
+            .ok_or_else(|| Error::InvalidModel("metadata has no `architecture`".into()))?;
+        if architecture != ARCHITECTURE {
+            return Err(Error::InvalidModel(format!(
+                "unknown architecture `{architecture}` (this engine knows `{ARCHITECTURE}`)"
+            )));
+        }
+        let config = StudentConfig::from_json(
+            metadata.get("config").ok_or_else(|| Error::InvalidModel("metadata has no `config`".into()))?,
+        )?;
+        let weights = StudentWeights::from_safetensors(&st, config)?;
+        Ok(Model { weights, metadata })
+    }
+
+    pub fn architecture(&self) -> &str {
+        ARCHITECTURE
+    }
+
+    pub fn config(&self) -> &StudentConfig {
+        &self.weights.config
+    }
+
+    pub fn cutoff(&self) -> f32 {
+        self.weights.config.cutoff
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.weights.parameter_count()
+    }
+
+    /// The file's metadata (architecture, config, provenance).
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    pub fn weights(&self) -> &StudentWeights {
+        &self.weights
+    }
+
+    /// The model's neighbour list of a batch.
+    pub fn neighbors(&self, batch: &Batch) -> Result<NeighborList> {
+        neighbor_list(batch, self.cutoff())
+    }
+
+    /// Energies of every structure (no forces), in one batched pass.
+    pub fn energies(&self, device: &Device, structures: &[Structure]) -> Result<Vec<f64>> {
+        let (batch, list) = self.prepare(structures)?;
+        let cpu = self.cpu_of(device)?;
+        Ok(cpu::evaluate(cpu, &self.weights, &batch, &list, false).energies)
+    }
+
+    /// Energy, per-atom energies, forces and (periodic) stress of every structure, in
+    /// one batched pass.
+    pub fn evaluate(&self, device: &Device, structures: &[Structure]) -> Result<Vec<Prediction>> {
+        let (batch, list) = self.prepare(structures)?;
+        let cpu = self.cpu_of(device)?;
+        let out = cpu::evaluate(cpu, &self.weights, &batch, &list, true);
+        let forces = out.forces.unwrap_or_default();
+        let edge_grad = out.edge_grad.unwrap_or_default();
+        let stresses = stress(structures, &batch, &list, &edge_grad);
+        Ok((0..batch.num_structures())
+            .map(|s| {
+                let atoms = batch.offsets[s]..batch.offsets[s + 1];
+                Prediction {
+                    energy: out.energies[s],
+                    atom_energies: out.atom_energies[atoms.clone()].iter().map(|&e| e as f64).collect(),
+                    forces: forces[atoms].iter().map(|f| f.map(|x| x as f64)).collect(),
+                    stress: stresses[s],
+                }
+            })
+            .collect())
+    }
+
+    fn prepare(&self, structures: &[Structure]) -> Result<(Batch, NeighborList)> {
+        let batch = Batch::new(structures)?;
+        self.weights.check_elements(&batch.numbers, &batch.structure_of)?;
+        let list = self.neighbors(&batch)?;
+        Ok((batch, list))
+    }
+
+    fn cpu_of<'d>(&self, device: &'d Device) -> Result<&'d crate::cpu::Cpu> {
+        match device {
+            Device::Cpu(cpu) => Ok(cpu),
+            Device::Gpu(_) => Err(Error::Unsupported(
+                "the GPU forward pass of the student model is not built yet; use Device::cpu()".into(),
+            )),
+        }
+    }
+}
+
+/// σ_ab = (1/V) Σ_e r_a ∂E/∂r_b for each periodic structure, accumulated in f64.
+fn stress(structures: &[Structure], batch: &Batch, list: &NeighborList, edge_grad: &[[f32; 3]]) -> Vec<Option<[[f64; 3]; 3]>> {
+    structures
+        .iter()
+        .enumerate()
+        .map(|(s, structure)| {
+            if !structure.is_periodic() {
+                return None;
+            }
+            let volume = structure.volume()?;
+            let mut sigma = [[0.0f64; 3]; 3];
+            for i in batch.offsets[s]..batch.offsets[s + 1] {
+                for e in list.row(i) {
+                    let (r, g) = (&list.geom[e], &edge_grad[e]);
+                    for a in 0..3 {
+                        for b in 0..3 {
+                            sigma[a][b] += r[a] as f64 * g[b] as f64;
+                        }
+                    }
+                }
+            }
+            Some(sigma.map(|row| row.map(|x| x / volume)))
+        })
+        .collect()
+}

@@ -1,0 +1,204 @@
+//! Weights of architecture 1 (`mlff_distiller.StudentForceField`), loaded from
+//! safetensors and checked against the config before any computation.
+
+use crate::error::{Error, Result};
+use mlff_kernels::student::{InteractionParams, RadialParams, ReadoutParams};
+use safetensors::{Dtype, SafeTensors};
+
+/// The architecture name the metadata must carry.
+pub const ARCHITECTURE: &str = "mlff_distiller.StudentForceField";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StudentConfig {
+    pub hidden_dim: usize,
+    pub num_interactions: usize,
+    pub num_rbf: usize,
+    pub cutoff: f32,
+    pub max_z: usize,
+}
+
+impl StudentConfig {
+    pub fn from_json(text: &str) -> Result<Self> {
+        let json: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::InvalidModel(format!("config is not JSON: {e}")))?;
+        let int = |key: &str| -> Result<usize> {
+            json.get(key)
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+                .ok_or_else(|| Error::InvalidModel(format!("config lacks a non-negative integer `{key}`")))
+        };
+        let cutoff = json
+            .get("cutoff")
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| Error::InvalidModel("config lacks a number `cutoff`".into()))? as f32;
+        let config = StudentConfig {
+            hidden_dim: int("hidden_dim")?,
+            num_interactions: int("num_interactions")?,
+            num_rbf: int("num_rbf")?,
+            cutoff,
+            max_z: int("max_z")?,
+        };
+        let h = config.hidden_dim;
+        if h == 0 || h % 4 != 0 || h > 4096 {
+            return Err(Error::InvalidModel(format!("hidden_dim {h} must be a positive multiple of 4, at most 4096")));
+        }
+        if config.num_interactions == 0 || config.num_rbf == 0 || config.max_z == 0 {
+            return Err(Error::InvalidModel(format!("num_interactions, num_rbf and max_z must be positive in {config:?}")));
+        }
+        if !(cutoff > 0.0 && cutoff.is_finite()) {
+            return Err(Error::InvalidModel(format!("cutoff {cutoff} must be positive and finite")));
+        }
+        Ok(config)
+    }
+}
+
+/// A `Linear` layer with its weight stored transposed (`[in][out]`).
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight_t: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Interaction {
+    pub filter_in: Linear,
+    pub filter_out: Linear,
+    pub update_in: Linear,
+    pub update_out: Linear,
+    pub mixing: [f32; 9],
+}
+
+#[derive(Clone, Debug)]
+pub struct StudentWeights {
+    pub config: StudentConfig,
+    pub centers: Vec<f32>,
+    pub widths: Vec<f32>,
+    /// `[max_z + 1][H]`
+    pub embedding: Vec<f32>,
+    pub interactions: Vec<Interaction>,
+    pub head: [Linear; 3],
+}
+
+/// Reads tensor `name` as f32 and checks its shape.
+fn tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let view = st.tensor(name).map_err(|_| Error::InvalidModel(format!("missing tensor `{name}`")))?;
+    if view.shape() != shape {
+        return Err(Error::InvalidModel(format!(
+            "tensor `{name}` has shape {:?}, the config needs {shape:?}",
+            view.shape()
+        )));
+    }
+    let bytes = view.data();
+    let values: Vec<f32> = match view.dtype() {
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(std::array::from_fn(|k| b[k])) as f32)
+            .collect(),
+        other => return Err(Error::InvalidModel(format!("tensor `{name}` is {other:?}; F32 or F64 expected"))),
+    };
+    if let Some(k) = values.iter().position(|x| !x.is_finite()) {
+        return Err(Error::InvalidModel(format!("tensor `{name}` has a non-finite value at flat index {k}")));
+    }
+    Ok(values)
+}
+
+/// PyTorch `Linear` `prefix.weight` `[out, in]` and `prefix.bias` `[out]`, transposed.
+fn linear(st: &SafeTensors, prefix: &str, inputs: usize, outputs: usize) -> Result<Linear> {
+    let w = tensor(st, &format!("{prefix}.weight"), &[outputs, inputs])?;
+    let bias = tensor(st, &format!("{prefix}.bias"), &[outputs])?;
+    let mut weight_t = vec![0.0; inputs * outputs];
+    for o in 0..outputs {
+        for i in 0..inputs {
+            weight_t[i * outputs + o] = w[o * inputs + i];
+        }
+    }
+    Ok(Linear { weight_t, bias })
+}
+
+impl StudentWeights {
+    pub fn from_safetensors(st: &SafeTensors, config: StudentConfig) -> Result<Self> {
+        let (h, k) = (config.hidden_dim, config.num_rbf);
+        let centers = tensor(st, "rbf.centers", &[k])?;
+        let widths = tensor(st, "rbf.widths", &[k])?;
+        if let Some(w) = widths.iter().find(|w| **w == 0.0) {
+            return Err(Error::InvalidModel(format!("rbf.widths contains {w}: a Gaussian width must be non-zero")));
+        }
+        let embedding = tensor(st, "embedding.weight", &[config.max_z + 1, h])?;
+        let interactions = (0..config.num_interactions)
+            .map(|t| {
+                let p = format!("interactions.{t}");
+                let m = tensor(st, &format!("{p}.update.mixing_matrix"), &[3, 3])?;
+                Ok(Interaction {
+                    filter_in: linear(st, &format!("{p}.message.rbf_to_scalar.0"), k, h)?,
+                    filter_out: linear(st, &format!("{p}.message.rbf_to_scalar.2"), h, 3 * h)?,
+                    update_in: linear(st, &format!("{p}.update.update_mlp.0"), 2 * h, h)?,
+                    update_out: linear(st, &format!("{p}.update.update_mlp.2"), h, 3 * h)?,
+                    mixing: std::array::from_fn(|i| m[i]),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let head = [
+            linear(st, "energy_head.0", h, h / 2)?,
+            linear(st, "energy_head.2", h / 2, h / 4)?,
+            linear(st, "energy_head.4", h / 4, 1)?,
+        ];
+        Ok(StudentWeights { config, centers, widths, embedding, interactions, head })
+    }
+
+    pub fn hidden_dim(&self) -> usize {
+        self.config.hidden_dim
+    }
+
+    pub fn radial(&self) -> RadialParams<'_> {
+        RadialParams { centers: &self.centers, widths: &self.widths, cutoff: self.config.cutoff }
+    }
+
+    pub fn interaction(&self, t: usize) -> InteractionParams<'_> {
+        let b = &self.interactions[t];
+        InteractionParams {
+            filter_in_t: &b.filter_in.weight_t,
+            filter_in_b: &b.filter_in.bias,
+            filter_out_t: &b.filter_out.weight_t,
+            filter_out_b: &b.filter_out.bias,
+            update_in_t: &b.update_in.weight_t,
+            update_in_b: &b.update_in.bias,
+            update_out_t: &b.update_out.weight_t,
+            update_out_b: &b.update_out.bias,
+            mixing: b.mixing,
+        }
+    }
+
+    pub fn readout(&self) -> ReadoutParams<'_> {
+        ReadoutParams {
+            weights_t: [&self.head[0].weight_t, &self.head[1].weight_t, &self.head[2].weight_t],
+            biases: [&self.head[0].bias, &self.head[1].bias, &self.head[2].bias],
+        }
+    }
+
+    /// Number of trainable parameters (as PyTorch counts them).
+    pub fn parameter_count(&self) -> usize {
+        let linear = |l: &Linear| l.weight_t.len() + l.bias.len();
+        self.centers.len()
+            + self.widths.len()
+            + self.embedding.len()
+            + self
+                .interactions
+                .iter()
+                .map(|b| linear(&b.filter_in) + linear(&b.filter_out) + linear(&b.update_in) + linear(&b.update_out) + 9)
+                .sum::<usize>()
+            + self.head.iter().map(linear).sum::<usize>()
+    }
+
+    /// Checks that every atomic number has an embedding row.
+    pub fn check_elements(&self, numbers: &[u32], structure_of: &[u32]) -> Result<()> {
+        let max_z = self.config.max_z as u32;
+        if let Some(atom) = numbers.iter().position(|&z| z == 0 || z > max_z) {
+            return Err(Error::InvalidInput(format!(
+                "structure {}: atomic number {} is not covered by the model's embedding (1..={max_z})",
+                structure_of[atom], numbers[atom]
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,296 @@
+//! Neighbour search on the CPU: cell lists, O(N), for molecules and periodic
+//! triclinic cells (mixed periodicity, cells smaller than the cutoff), batched.
+//!
+//! Binning is done in fractional coordinates of the cell (Cartesian for molecules), with
+//! bins at least a (slightly enlarged) cutoff apart along each lattice-plane normal, so
+//! every neighbour lies in a bin within ±m of the atom's own. Binning only proposes
+//! candidates; whether a pair is an edge is decided by the canonical f32 edge vector of
+//! `kernels::geometry`, the same formula the model and the GPU use, so the edge set is
+//! defined by that formula alone and is symmetric bit for bit.
+
+use crate::error::{invalid_input, Error, Result};
+use crate::structure::{inverse, Batch};
+use mlff_kernels::geometry::{edge_vector, shift_vector};
+use rayon::prelude::*;
+
+/// Pairs closer than this are rejected: the model's gradient is singular at d = 0.
+pub const MIN_DISTANCE: f32 = 1e-4;
+
+/// Every ordered pair (j → i) with d ≤ cutoff, grouped by receiver i (CSR), in a
+/// deterministic order: within a row, by sender j, then by image shift.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NeighborList {
+    /// `row_ptr[i]..row_ptr[i + 1]` are the edges of receiver i.
+    pub row_ptr: Vec<u32>,
+    /// Sender j of each edge.
+    pub src: Vec<u32>,
+    /// Image shift S of each edge: r = R_j + S·cell − R_i.
+    pub shift: Vec<[i32; 3]>,
+    /// `[r_x, r_y, r_z, d]` of each edge.
+    pub geom: Vec<[f32; 4]>,
+    /// Index of the reverse edge (i → j, −S) of each edge.
+    pub reverse: Vec<u32>,
+}
+
+impl NeighborList {
+    pub fn num_edges(&self) -> usize {
+        self.src.len()
+    }
+
+    pub fn row(&self, i: usize) -> std::ops::Range<usize> {
+        self.row_ptr[i] as usize..self.row_ptr[i + 1] as usize
+    }
+}
+
+/// Cutoff of the binning, a little larger than the model's so that f32 rounding of a
+/// pair at d ≈ rc can never put it outside the searched bins.
+fn binning_cutoff(cutoff: f32) -> f64 {
+    cutoff as f64 * (1.0 + 1e-4) + 1e-4
+}
+
+/// One axis of the bin grid.
+#[derive(Clone, Copy, Debug)]
+struct Axis {
+    periodic: bool,
+    bins: usize,
+    /// Fractional coordinate of the lower edge and the width of a bin.
+    origin: f64,
+    width: f64,
+    /// Bins searched on each side.
+    reach: i64,
+}
+
+/// Per-structure bin grid: each atom's bin and integer wrap, and bin contents.
+struct Grid {
+    axes: [Axis; 3],
+    /// floor(fractional) along periodic axes (0 elsewhere).
+    wrap: Vec<[i32; 3]>,
+    bin_of: Vec<[i64; 3]>,
+    bin_start: Vec<u32>,
+    bin_atoms: Vec<u32>,
+}
+
+/// Fractional coordinates (Cartesian for a molecule) in f64.
+fn fractional(positions: &[[f32; 3]], cell: Option<&[[f64; 3]; 3]>) -> Vec<[f64; 3]> {
+    match cell {
+        None => positions.iter().map(|p| p.map(|x| x as f64)).collect(),
+        Some(cell) => {
+            let inv = inverse(cell);
+            positions
+                .iter()
+                .map(|p| std::array::from_fn(|a| (0..3).map(|k| p[k] as f64 * inv[k][a]).sum()))
+                .collect()
+        }
+    }
+}
+
+fn build_grid(frac: &[[f64; 3]], cell: Option<&[[f64; 3]; 3]>, pbc: [bool; 3], cutoff: f64) -> Grid {
+    let n = frac.len();
+    // Distance between adjacent lattice planes per unit of fractional coordinate.
+    let spacing: [f64; 3] = match cell {
+        None => [1.0; 3],
+        Some(cell) => {
+            let inv = inverse(cell);
+            std::array::from_fn(|a| 1.0 / (0..3).map(|k| inv[k][a] * inv[k][a]).sum::<f64>().sqrt())
+        }
+    };
+    let mut axes: [Axis; 3] = std::array::from_fn(|a| {
+        if pbc[a] {
+            Axis { periodic: true, bins: ((spacing[a] / cutoff).floor() as usize).max(1), origin: 0.0, width: 1.0, reach: 1 }
+        } else {
+            let lo = frac.iter().map(|f| f[a]).fold(f64::INFINITY, f64::min);
+            let hi = frac.iter().map(|f| f[a]).fold(f64::NEG_INFINITY, f64::max);
+            let extent = if n == 0 { 0.0 } else { (hi - lo) * spacing[a] };
+            Axis { periodic: false, bins: ((extent / cutoff).floor() as usize).max(1), origin: if n == 0 { 0.0 } else { lo }, width: 1.0, reach: 1 }
+        }
+    });
+    // Keep the grid within a few bins per atom (sparse boxes): fewer, larger bins are
+    // still correct, they only propose more candidates.
+    let limit = 2 * n + 8;
+    while axes.iter().map(|a| a.bins).product::<usize>() > limit {
+        let a = (0..3).max_by_key(|&a| axes[a].bins).unwrap_or(0);
+        axes[a].bins = axes[a].bins.div_ceil(2);
+    }
+    for a in 0..3 {
+        let axis = &mut axes[a];
+        if axis.periodic {
+            axis.width = 1.0 / axis.bins as f64;
+        } else {
+            let hi = frac.iter().map(|f| f[a]).fold(f64::NEG_INFINITY, f64::max);
+            let extent = if n == 0 { 0.0 } else { hi - axis.origin };
+            axis.width = (extent / axis.bins as f64).max(f64::MIN_POSITIVE);
+        }
+        // Bins to search on each side: enough to cover the cutoff along the plane normal.
+        let plane_width = axis.width * spacing[a];
+        axis.reach = if axis.periodic || axis.bins > 1 { (cutoff / plane_width).ceil().max(1.0) as i64 } else { 0 };
+    }
+    let mut wrap = vec![[0i32; 3]; n];
+    let mut bin_of = vec![[0i64; 3]; n];
+    for i in 0..n {
+        for a in 0..3 {
+            let axis = &axes[a];
+            let mut f = frac[i][a];
+            if axis.periodic {
+                let k = f.floor();
+                wrap[i][a] = k as i32;
+                f -= k;
+            }
+            let b = ((f - axis.origin) / axis.width).floor() as i64;
+            bin_of[i][a] = b.clamp(0, axis.bins as i64 - 1);
+        }
+    }
+    // Counting sort of atoms by bin.
+    let nbins: usize = axes.iter().map(|a| a.bins).product();
+    let linear = |b: &[i64; 3]| ((b[0] as usize * axes[1].bins) + b[1] as usize) * axes[2].bins + b[2] as usize;
+    let mut bin_start = vec![0u32; nbins + 1];
+    for b in &bin_of {
+        bin_start[linear(b) + 1] += 1;
+    }
+    for k in 0..nbins {
+        bin_start[k + 1] += bin_start[k];
+    }
+    let mut fill = bin_start.clone();
+    let mut bin_atoms = vec![0u32; n];
+    for (i, b) in bin_of.iter().enumerate() {
+        let slot = &mut fill[linear(b)];
+        bin_atoms[*slot as usize] = i as u32;
+        *slot += 1;
+    }
+    Grid { axes, wrap, bin_of, bin_start, bin_atoms }
+}
+
+/// Candidate edges of one receiver, checked against the canonical edge vector.
+#[allow(clippy::too_many_arguments)]
+fn row_of(
+    i: usize,
+    grid: &Grid,
+    positions: &[[f32; 3]],
+    cell32: &[f32; 9],
+    cutoff: f32,
+    offset: usize,
+    structure: usize,
+) -> Result<Vec<(u32, [i32; 3], [f32; 4])>> {
+    let axes = &grid.axes;
+    let mut row = Vec::new();
+    let home = grid.bin_of[i];
+    let range = |a: usize| -axes[a].reach..=axes[a].reach;
+    for o0 in range(0) {
+        for o1 in range(1) {
+            for o2 in range(2) {
+                let offsets = [o0, o1, o2];
+                let mut bin = [0usize; 3];
+                let mut image = [0i32; 3];
+                let mut inside = true;
+                for a in 0..3 {
+                    let b = home[a] + offsets[a];
+                    let nb = axes[a].bins as i64;
+                    if axes[a].periodic {
+                        bin[a] = b.rem_euclid(nb) as usize;
+                        image[a] = b.div_euclid(nb) as i32;
+                    } else if (0..nb).contains(&b) {
+                        bin[a] = b as usize;
+                    } else {
+                        inside = false;
+                    }
+                }
+                if !inside {
+                    continue;
+                }
+                let linear = (bin[0] * axes[1].bins + bin[1]) * axes[2].bins + bin[2];
+                let members = grid.bin_start[linear] as usize..grid.bin_start[linear + 1] as usize;
+                for &j in &grid.bin_atoms[members] {
+                    let j = j as usize;
+                    let shift: [i32; 3] =
+                        std::array::from_fn(|a| image[a] - grid.wrap[j][a] + grid.wrap[i][a]);
+                    if j == i && shift == [0; 3] {
+                        continue;
+                    }
+                    let (r, d) = edge_vector(positions[i], positions[j], shift_vector(shift, cell32));
+                    if d <= cutoff {
+                        if d < MIN_DISTANCE {
+                            return invalid_input!(
+                                "structure {structure}: atoms {i} and {j} are {d:.2e} Å apart (image {shift:?}); \
+                                 atoms on top of each other have no defined forces"
+                            );
+                        }
+                        row.push(((offset + j) as u32, shift, [r[0], r[1], r[2], d]));
+                    }
+                }
+            }
+        }
+    }
+    row.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    Ok(row)
+}
+
+/// The neighbour list of a whole batch (structures never see each other).
+pub fn neighbor_list(batch: &Batch, cutoff: f32) -> Result<NeighborList> {
+    if !(cutoff > 0.0 && cutoff.is_finite()) {
+        return invalid_input!("cutoff {cutoff} must be positive and finite");
+    }
+    let bin_cutoff = binning_cutoff(cutoff);
+    // Rows of every atom, structure by structure (each parallel over its atoms).
+    let mut rows: Vec<Vec<(u32, [i32; 3], [f32; 4])>> = Vec::with_capacity(batch.num_atoms());
+    for s in 0..batch.num_structures() {
+        let range = batch.offsets[s]..batch.offsets[s + 1];
+        let positions = &batch.positions[range.clone()];
+        let cell = batch.cells64[s].as_ref();
+        let frac = fractional(positions, cell);
+        let grid = build_grid(&frac, cell, batch.pbc[s], bin_cutoff);
+        let structure_rows: Result<Vec<_>> = (0..positions.len())
+            .into_par_iter()
+            .map(|i| row_of(i, &grid, positions, &batch.cells[s], cutoff, range.start, s))
+            .collect();
+        rows.extend(structure_rows?);
+    }
+    let num_edges: usize = rows.iter().map(|r| r.len()).sum();
+    if num_edges > u32::MAX as usize {
+        return invalid_input!("{num_edges} edges exceed the engine's 32-bit edge indices; split the batch");
+    }
+    let mut list = NeighborList {
+        row_ptr: Vec::with_capacity(rows.len() + 1),
+        src: Vec::with_capacity(num_edges),
+        shift: Vec::with_capacity(num_edges),
+        geom: Vec::with_capacity(num_edges),
+        reverse: Vec::new(),
+    };
+    list.row_ptr.push(0);
+    for row in rows {
+        for (j, shift, geom) in row {
+            list.src.push(j);
+            list.shift.push(shift);
+            list.geom.push(geom);
+        }
+        list.row_ptr.push(list.src.len() as u32);
+    }
+    list.reverse = reverse_edges(&list)?;
+    Ok(list)
+}
+
+/// For each edge (j → i, S), the index of (i → j, −S), found by binary search in the
+/// sorted row of j.
+fn reverse_edges(list: &NeighborList) -> Result<Vec<u32>> {
+    let num_atoms = list.row_ptr.len() - 1;
+    (0..num_atoms)
+        .into_par_iter()
+        .flat_map_iter(|i| list.row(i).map(move |e| (i, e)))
+        .map(|(i, e)| {
+            let j = list.src[e] as usize;
+            let key = (i as u32, list.shift[e].map(|x| -x));
+            let row = list.row(j);
+            let (mut lo, mut hi) = (row.start, row.end);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if (list.src[mid], list.shift[mid]) < key { lo = mid + 1 } else { hi = mid }
+            }
+            if lo < row.end && (list.src[lo], list.shift[lo]) == key {
+                Ok(lo as u32)
+            } else {
+                Err(Error::InvalidInput(format!(
+                    "internal: edge {j}→{i} {:?} has no reverse; the neighbour list is not symmetric",
+                    list.shift[e]
+                )))
+            }
+        })
+        .collect()
+}
