@@ -5,10 +5,6 @@ use crate::error::{invalid_input, Error, Result};
 use crate::gpu::{grid_1d, len_u32, Gpu};
 use cudarc::driver::PushKernelArg;
 
-fn launch_error(kernel: &str) -> impl FnOnce(cudarc::driver::DriverError) -> Error + '_ {
-    move |source| Error::Cuda { during: format!("launching {kernel}"), source }
-}
-
 fn check_block(block: u32) -> Result<()> {
     if block == 0 || block % 32 != 0 || block > 1024 {
         return invalid_input!("block size {block} must be a multiple of 32 in 32..=1024");
@@ -24,7 +20,7 @@ pub fn global_id(gpu: &Gpu, n: usize, block: u32) -> Result<Vec<u32>> {
     let f = gpu.function("mlff_selftest_global_id")?;
     let mut launch = gpu.stream().launch_builder(&f);
     launch.arg(&mut out).arg(&n32);
-    unsafe { launch.launch(grid_1d(n, block)?) }.map_err(launch_error("mlff_selftest_global_id"))?;
+    unsafe { launch.launch(grid_1d(n, block)?) }.map_err(Error::cuda("launching mlff_selftest_global_id"))?;
     let mut host = gpu.download(&out)?;
     host.truncate(n);
     Ok(host)
@@ -42,7 +38,7 @@ pub fn atomic_histogram(gpu: &Gpu, values: &[f32], nbins: usize) -> Result<Vec<f
     let f = gpu.function("mlff_selftest_atomic_add")?;
     let mut launch = gpu.stream().launch_builder(&f);
     launch.arg(&input).arg(&n).arg(&mut bins).arg(&nb);
-    unsafe { launch.launch(grid_1d(values.len(), 256)?) }.map_err(launch_error("mlff_selftest_atomic_add"))?;
+    unsafe { launch.launch(grid_1d(values.len(), 256)?) }.map_err(Error::cuda("launching mlff_selftest_atomic_add"))?;
     gpu.download(&bins)
 }
 
@@ -101,7 +97,7 @@ fn one_input_kernel(
     if let Some(amount) = amount.as_ref() {
         launch.arg(amount);
     }
-    unsafe { launch.launch(config) }.map_err(launch_error(name))?;
+    unsafe { launch.launch(config) }.map_err(Error::cuda(format!("launching {name}")))?;
     let mut host = gpu.download(&out)?;
     host.truncate(out_len);
     Ok(host)
