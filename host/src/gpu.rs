@@ -2,8 +2,8 @@
 
 use crate::error::{Error, Result};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
-    ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
+    LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,23 @@ pub struct Gpu {
     module: Arc<CudaModule>,
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
     name: String,
+    /// With `MLFF_PROFILE_LAUNCHES` set: per kernel, launches and seconds (each launch
+    /// synchronised, so the times include launch latency); printed when dropped.
+    profile: Option<Mutex<HashMap<&'static str, (usize, f64)>>>,
+}
+
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        if let Some(profile) = &self.profile {
+            let table = profile.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rows: Vec<_> = table.iter().collect();
+            rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+            eprintln!("kernel launches (synchronised each):");
+            for (name, (count, seconds)) in rows {
+                eprintln!("  {name:40} {count:8} launches {:10.1} µs each", seconds / *count as f64 * 1e6);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Gpu {
@@ -62,11 +79,15 @@ impl Gpu {
                 "{name} is sm_{major}{minor} but the kernels were built for {KERNELS_ARCH}; rebuild with MLFF_CUDA_ARCH=sm_{major}{minor}"
             )));
         }
+        // Everything runs on one stream in order, so cudarc's per-buffer events (which
+        // would also be recorded into captured CUDA graphs) are not needed.
+        unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(Error::cuda("creating a stream"))?;
         let module = ctx
             .load_module(cudarc::nvrtc::Ptx::from_src(KERNELS_PTX))
             .map_err(Error::cuda("loading the embedded PTX module"))?;
-        Ok(Gpu { ctx, stream, module, functions: Mutex::new(HashMap::new()), name })
+        let profile = std::env::var_os("MLFF_PROFILE_LAUNCHES").map(|_| Mutex::new(HashMap::new()));
+        Ok(Gpu { ctx, stream, module, functions: Mutex::new(HashMap::new()), name, profile })
     }
 
     pub fn name(&self) -> &str {
@@ -109,8 +130,126 @@ impl Gpu {
         self.stream.clone_dtoh(buffer).map_err(Error::cuda("copying results from the device"))
     }
 
+    /// Launches `kernel` with its argument struct passed by value.
+    pub fn launch<A: Copy>(&self, kernel: &'static str, config: LaunchConfig, args: &A) -> Result<()> {
+        let f = self.function(kernel)?;
+        let by_value = ByValue(*args);
+        let mut launch = self.stream.launch_builder(&f);
+        launch.arg(&by_value);
+        let profile = self.profile.as_ref().filter(|_| !self.capturing());
+        let start = profile.map(|_| {
+            let _ = self.stream.synchronize();
+            std::time::Instant::now()
+        });
+        unsafe { launch.launch(config) }.map_err(Error::cuda(format!("launching {kernel}")))?;
+        if let (Some(profile), Some(start)) = (profile, start) {
+            self.synchronize()?;
+            let mut table = profile.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = table.entry(kernel).or_insert((0, 0.0));
+            entry.0 += 1;
+            entry.1 += start.elapsed().as_secs_f64();
+        }
+        Ok(())
+    }
+
+    /// Device address of a buffer, for the kernels' argument structs.
+    pub fn address<T>(&self, buffer: &CudaSlice<T>) -> *mut T {
+        let (ptr, _sync) = buffer.device_ptr(&self.stream);
+        ptr as *mut T
+    }
+
+    /// Zeroes a buffer on the stream.
+    pub fn clear<T: DeviceRepr + ValidAsZeroBits>(&self, buffer: &mut CudaSlice<T>) -> Result<()> {
+        self.stream.memset_zeros(buffer).map_err(Error::cuda("clearing a device buffer"))
+    }
+
+    /// Enqueues a copy from (pinned) host memory; `host` must stay alive and unchanged
+    /// until the stream has passed it.
+    pub fn copy_to_device<T>(&self, device: &mut CudaSlice<T>, host: &[T]) -> Result<()> {
+        if host.len() > device.len() {
+            return crate::error::invalid_input!("copy of {} elements into a buffer of {}", host.len(), device.len());
+        }
+        let (ptr, _sync) = device.device_ptr_mut(&self.stream);
+        unsafe { cudarc::driver::result::memcpy_htod_async(ptr, host, self.stream.cu_stream()) }
+            .map_err(Error::cuda("copying to the device"))
+    }
+
+    /// Enqueues a copy into (pinned) host memory; read `host` only after a synchronize.
+    pub fn copy_to_host<T>(&self, host: &mut [T], device: &CudaSlice<T>) -> Result<()> {
+        if host.len() > device.len() {
+            return crate::error::invalid_input!("copy of {} elements from a buffer of {}", host.len(), device.len());
+        }
+        let (ptr, _sync) = device.device_ptr(&self.stream);
+        unsafe { cudarc::driver::result::memcpy_dtoh_async(host, ptr, self.stream.cu_stream()) }
+            .map_err(Error::cuda("copying from the device"))
+    }
+
+    /// Whether the stream is capturing a CUDA graph (no synchronisation allowed).
+    pub fn capturing(&self) -> bool {
+        matches!(
+            self.stream.capture_status(),
+            Ok(cudarc::driver::sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE)
+        )
+    }
+
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(Error::cuda("waiting for the GPU"))
+    }
+}
+
+/// A kernel argument struct, passed by value (its layout is `#[repr(C)]` in
+/// `mlff-kernels`, shared with the device code).
+#[repr(transparent)]
+struct ByValue<A>(A);
+unsafe impl<A: Copy> DeviceRepr for ByValue<A> {}
+
+/// Page-locked host memory, so copies are asynchronous and can overlap.
+pub struct Pinned<T: Copy + Default> {
+    ptr: *mut T,
+    len: usize,
+}
+
+unsafe impl<T: Copy + Default + Send> Send for Pinned<T> {}
+unsafe impl<T: Copy + Default + Sync> Sync for Pinned<T> {}
+
+impl<T: Copy + Default> Pinned<T> {
+    pub fn new(len: usize) -> Result<Self> {
+        let bytes = len.max(1) * std::mem::size_of::<T>();
+        let ptr = unsafe { cudarc::driver::result::malloc_host(bytes, 0) }
+            .map_err(Error::cuda(format!("allocating {bytes} bytes of pinned host memory")))? as *mut T;
+        for k in 0..len.max(1) {
+            unsafe { ptr.add(k).write(T::default()) };
+        }
+        Ok(Pinned { ptr, len })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<T: Copy + Default> std::ops::Deref for Pinned<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl<T: Copy + Default> std::ops::DerefMut for Pinned<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl<T: Copy + Default> Drop for Pinned<T> {
+    fn drop(&mut self) {
+        unsafe {
+            let _ = cudarc::driver::result::free_host(self.ptr as *mut std::ffi::c_void);
+        }
     }
 }
 

@@ -4,6 +4,7 @@ pub mod cpu;
 pub mod device;
 pub mod error;
 pub mod gpu;
+pub mod gpu_neighbors;
 pub mod model;
 pub mod neighbors;
 pub mod selftest;

@@ -92,6 +92,88 @@ pub mod gpu {
         out
     }
 
+    /// `*address += value` on a u32, atomically; returns the old value.
+    ///
+    /// # Safety
+    /// `address` must point to a valid u32 in global or shared memory.
+    #[inline(always)]
+    pub unsafe fn atomic_add_u32(address: *mut u32, value: u32) -> u32 {
+        let old: u32;
+        asm!("atom.add.u32 {old}, [{address}], {value};",
+             old = out(reg32) old, address = in(reg64) address, value = in(reg32) value,
+             options(nostack));
+        old
+    }
+
+    /// `if *address == expected { *address = new }`, atomically; returns the old value.
+    ///
+    /// # Safety
+    /// `address` must point to a valid u32 in global or shared memory.
+    #[inline(always)]
+    pub unsafe fn atomic_cas_u32(address: *mut u32, expected: u32, new: u32) -> u32 {
+        let old: u32;
+        asm!("atom.cas.b32 {old}, [{address}], {expected}, {new};",
+             old = out(reg32) old, address = in(reg64) address, expected = in(reg32) expected,
+             new = in(reg32) new, options(nostack));
+        old
+    }
+
+    /// The value of lane `source` (all 32 lanes must call it).
+    #[inline(always)]
+    pub fn shfl_idx_u32(value: u32, source: u32) -> u32 {
+        let out: u32;
+        unsafe {
+            asm!("shfl.sync.idx.b32 {out}, {value}, {source}, 31, -1;",
+                 out = out(reg32) out, value = in(reg32) value, source = in(reg32) source,
+                 options(nostack, nomem));
+        }
+        out
+    }
+
+    #[inline(always)]
+    pub fn shfl_idx_f32(value: f32, source: u32) -> f32 {
+        f32::from_bits(shfl_idx_u32(value.to_bits(), source))
+    }
+
+    /// The value of lane `lane_id() - delta`, or this lane's own below lane `delta`.
+    #[inline(always)]
+    pub fn shfl_up_u32(value: u32, delta: u32) -> u32 {
+        let out: u32;
+        unsafe {
+            asm!("shfl.sync.up.b32 {out}, {value}, {delta}, 0, -1;",
+                 out = out(reg32) out, value = in(reg32) value, delta = in(reg32) delta,
+                 options(nostack, nomem));
+        }
+        out
+    }
+
+    /// Inclusive prefix sum over the warp (Hillis-Steele with `shfl.up`).
+    #[inline(always)]
+    pub fn warp_inclusive_scan_u32(mut value: u32) -> u32 {
+        let lane = lane_id() as u32;
+        let mut delta = 1;
+        while delta < 32 {
+            let other = shfl_up_u32(value, delta);
+            if lane >= delta {
+                value += other;
+            }
+            delta <<= 1;
+        }
+        value
+    }
+
+    /// Minimum and maximum over the warp, returned to every lane.
+    #[inline(always)]
+    pub fn warp_min_max(mut lo: f32, mut hi: f32) -> (f32, f32) {
+        let mut mask = 16;
+        while mask > 0 {
+            lo = lo.min(shfl_xor_f32(lo, mask));
+            hi = hi.max(shfl_xor_f32(hi, mask));
+            mask >>= 1;
+        }
+        (lo, hi)
+    }
+
     /// The value of lane `lane_id() + delta`, or this lane's own past the warp's end.
     #[inline(always)]
     pub fn shfl_down_f32(value: f32, delta: u32) -> f32 {

@@ -9,14 +9,23 @@
 #![no_std]
 #![cfg_attr(target_arch = "nvptx64", feature(abi_ptx, asm_experimental_arch, stdarch_nvptx))]
 
+pub mod cell_list;
 pub mod device;
+pub mod filter_table;
 pub mod geometry;
+pub mod launch_args;
 pub mod math;
 pub mod nn;
 pub mod radial;
 pub mod selftest;
 pub mod student;
 
+#[cfg(target_arch = "nvptx64")]
+mod gpu_cells;
+#[cfg(target_arch = "nvptx64")]
+mod gpu_scan;
+#[cfg(target_arch = "nvptx64")]
+mod gpu_student;
 #[cfg(target_arch = "nvptx64")]
 pub mod ptx_entry;
 

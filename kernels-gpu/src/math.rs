@@ -224,3 +224,20 @@ mod tests {
         }
     }
 }
+
+/// floor(x) for finite x (core has no `f32::floor` without std). Values beyond 2²³
+/// are already integers.
+#[inline(always)]
+pub fn floor(x: f32) -> f32 {
+    if !(x.abs() < 8_388_608.0) {
+        return x;
+    }
+    let t = x as i32 as f32;
+    if t > x { t - 1.0 } else { t }
+}
+
+/// ceil(x) for finite x.
+#[inline(always)]
+pub fn ceil(x: f32) -> f32 {
+    -floor(-x)
+}

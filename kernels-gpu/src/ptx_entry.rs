@@ -79,3 +79,84 @@ pub unsafe extern "ptx-kernel" fn mlff_selftest_shared_reverse(input: *const f32
         *out.add(i) = *shared.add(gpu::block_dim() - 1 - t);
     }
 }
+
+// ---- Neighbour search -------------------------------------------------------------
+
+use crate::launch_args::{CellArgs, ModelArgs, ScanArgs};
+use crate::{gpu_cells, gpu_scan, gpu_student};
+
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_cells_grid(a: CellArgs) {
+    gpu_cells::grid_kernel(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_cells_bin(a: CellArgs) {
+    gpu_cells::bin_kernel(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_cells_scatter(a: CellArgs) {
+    gpu_cells::scatter_kernel(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_cells_count(a: CellArgs) {
+    gpu_cells::count_kernel(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_cells_fill(a: CellArgs) {
+    gpu_cells::fill_kernel(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_cells_reverse(a: CellArgs) {
+    gpu_cells::reverse_kernel(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_cells_moved(a: CellArgs) {
+    gpu_cells::moved_kernel(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_scan_block(a: ScanArgs) {
+    gpu_scan::scan_block_kernel(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_scan_add(a: ScanArgs) {
+    gpu_scan::scan_add_kernel(&a)
+}
+
+// ---- Student model ----------------------------------------------------------------
+
+/// `$name` for each (suffix, const) pair: one entry per channels-per-lane or tile size.
+macro_rules! instantiate {
+    ($body:ident, $($entry:ident = $n:literal),*) => {$(
+        #[no_mangle]
+        pub unsafe extern "ptx-kernel" fn $entry(a: ModelArgs) {
+            gpu_student::$body::<$n>(&a)
+        }
+    )*};
+}
+
+instantiate!(message_forward, mlff_student_message_c1 = 1, mlff_student_message_c2 = 2, mlff_student_message_c4 = 4, mlff_student_message_c8 = 8);
+instantiate!(message_backward, mlff_student_message_back_c1 = 1, mlff_student_message_back_c2 = 2, mlff_student_message_back_c4 = 4, mlff_student_message_back_c8 = 8);
+instantiate!(update_forward, mlff_student_update_t8 = 8, mlff_student_update_t16 = 16);
+instantiate!(update_backward, mlff_student_update_back_t8 = 8, mlff_student_update_back_t16 = 16);
+instantiate!(readout, mlff_student_readout_t8 = 8, mlff_student_readout_t16 = 16);
+
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_student_embed(a: ModelArgs) {
+    gpu_student::embed(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_student_edge_gradients(a: ModelArgs) {
+    gpu_student::edge_gradients(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_student_forces(a: ModelArgs) {
+    gpu_student::forces(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_student_structure_sums(a: ModelArgs) {
+    gpu_student::structure_sums(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_cells_brute_force_count(a: CellArgs) {
+    gpu_cells::brute_force_count_kernel(&a)
+}

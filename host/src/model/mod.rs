@@ -1,15 +1,18 @@
 //! The public model API: load a model file, evaluate batches of structures.
 
 pub mod cpu;
+pub mod filter_table;
+pub mod gpu;
 pub mod student;
 
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::{invalid_input, Error, Result};
 use crate::neighbors::{neighbor_list, NeighborList};
 use crate::structure::{Batch, Structure};
 use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use student::{StudentConfig, StudentWeights, ARCHITECTURE};
 
 /// Energy, forces and (for periodic structures) stress of one structure.
@@ -31,6 +34,18 @@ pub struct Prediction {
 pub struct Model {
     weights: StudentWeights,
     metadata: HashMap<String, String>,
+    gpu_state: GpuState,
+}
+
+/// The model's weights on a GPU and the workspace of the last batch shape, made on
+/// first use and kept for the next call.
+#[derive(Clone, Default)]
+struct GpuState(Arc<Mutex<Option<(gpu::GpuWeights, Option<gpu::Workspace>)>>>);
+
+impl std::fmt::Debug for GpuState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GpuState")
+    }
 }
 
 impl Model {
@@ -61,7 +76,7 @@ impl Model {
             metadata.get("config").ok_or_else(|| Error::InvalidModel("metadata has no `config`".into()))?,
         )?;
         let weights = StudentWeights::from_safetensors(&st, config)?;
-        Ok(Model { weights, metadata })
+        Ok(Model { weights, metadata, gpu_state: GpuState::default() })
     }
 
     pub fn architecture(&self) -> &str {
@@ -96,14 +111,94 @@ impl Model {
 
     /// Energies of every structure (no forces), in one batched pass.
     pub fn energies(&self, device: &Device, structures: &[Structure]) -> Result<Vec<f64>> {
+        if let Device::Gpu(g) = device {
+            let outputs = self.evaluate_gpu(g, structures, false)?;
+            return Ok(outputs.into_iter().flat_map(|(_, out)| out.energies).collect());
+        }
         let (batch, list) = self.prepare(structures)?;
         let cpu = self.cpu_of(device)?;
         Ok(cpu::evaluate(cpu, &self.weights, &batch, &list, false).energies)
     }
 
+    /// Runs whole-structure chunks of `structures` that fit the GPU's free memory.
+    fn evaluate_gpu(&self, g: &Arc<crate::gpu::Gpu>, structures: &[Structure], want_forces: bool) -> Result<Vec<(Batch, gpu::GpuOutput)>> {
+        let (h, t) = (self.weights.hidden_dim(), self.weights.config.num_interactions);
+        // Per atom: state and gradients, plus ~64 edges of up to 8 channel groups.
+        let per_atom = gpu::bytes_per_atom(h, t) + 64 * gpu::bytes_per_edge(8) + 128;
+        let (free, _) = g.memory_info()?;
+        let mut state = self.gpu_state.0.lock().unwrap_or_else(|p| p.into_inner());
+        let held = state.as_ref().and_then(|(_, ws)| ws.as_ref()).map_or(0, |ws| ws.bytes());
+        let budget = (free + held) / 10 * 8;
+        let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut start = 0;
+        let mut atoms = 0usize;
+        for (k, s) in structures.iter().enumerate() {
+            if s.len() * per_atom > budget {
+                return invalid_input!(
+                    "structure {k} has {} atoms and needs about {:.1} GB on the GPU; {:.1} GB are free",
+                    s.len(),
+                    (s.len() * per_atom) as f64 / 1e9,
+                    budget as f64 / 1e9
+                );
+            }
+            if (atoms + s.len()) * per_atom > budget && k > start {
+                chunks.push(start..k);
+                start = k;
+                atoms = 0;
+            }
+            atoms += s.len();
+        }
+        chunks.push(start..structures.len());
+        let same_gpu = matches!(&*state, Some((w, _)) if Arc::ptr_eq(w.gpu(), g));
+        if !same_gpu {
+            *state = None;
+            *state = Some((gpu::GpuWeights::new(g.clone(), &self.weights)?, None));
+        }
+        let Some((weights, workspace)) = state.as_mut() else { unreachable!() };
+        let mut outputs = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let (batch, _) = self.prepare_batch(&structures[chunk])?;
+            if !workspace.as_ref().is_some_and(|ws| ws.fits(&batch)) {
+                *workspace = None;
+                *workspace = Some(gpu::Workspace::new(weights, &batch)?);
+            }
+            let ws = workspace.as_mut().ok_or_else(|| Error::Unsupported("no GPU workspace".into()))?;
+            let out = ws.run(weights, &batch.positions, want_forces, &batch)?;
+            outputs.push((batch, out));
+        }
+        Ok(outputs)
+    }
+
+    fn predictions_gpu(&self, g: &Arc<crate::gpu::Gpu>, structures: &[Structure]) -> Result<Vec<Prediction>> {
+        let mut predictions = Vec::with_capacity(structures.len());
+        for (batch, out) in self.evaluate_gpu(g, structures, true)? {
+            let forces = out.forces.unwrap_or_default();
+            let virials = out.virials.unwrap_or_default();
+            for s in 0..batch.num_structures() {
+                let atoms = batch.offsets[s]..batch.offsets[s + 1];
+                let structure = &structures[predictions.len()];
+                let stress = if structure.is_periodic() {
+                    structure.volume().map(|v| std::array::from_fn(|a| std::array::from_fn(|b| virials[s][3 * a + b] / v)))
+                } else {
+                    None
+                };
+                predictions.push(Prediction {
+                    energy: out.energies[s],
+                    atom_energies: out.atom_energies[atoms.clone()].iter().map(|&e| e as f64).collect(),
+                    forces: forces[atoms].iter().map(|f| f.map(|x| x as f64)).collect(),
+                    stress,
+                });
+            }
+        }
+        Ok(predictions)
+    }
+
     /// Energy, per-atom energies, forces and (periodic) stress of every structure, in
     /// one batched pass.
     pub fn evaluate(&self, device: &Device, structures: &[Structure]) -> Result<Vec<Prediction>> {
+        if let Device::Gpu(g) = device {
+            return self.predictions_gpu(g, structures);
+        }
         let (batch, list) = self.prepare(structures)?;
         let cpu = self.cpu_of(device)?;
         let out = cpu::evaluate(cpu, &self.weights, &batch, &list, true);
@@ -124,18 +219,21 @@ impl Model {
     }
 
     fn prepare(&self, structures: &[Structure]) -> Result<(Batch, NeighborList)> {
-        let batch = Batch::new(structures)?;
-        self.weights.check_elements(&batch.numbers, &batch.structure_of)?;
+        let (batch, ()) = self.prepare_batch(structures)?;
         let list = self.neighbors(&batch)?;
         Ok((batch, list))
+    }
+
+    fn prepare_batch(&self, structures: &[Structure]) -> Result<(Batch, ())> {
+        let batch = Batch::new(structures)?;
+        self.weights.check_elements(&batch.numbers, &batch.structure_of)?;
+        Ok((batch, ()))
     }
 
     fn cpu_of<'d>(&self, device: &'d Device) -> Result<&'d crate::cpu::Cpu> {
         match device {
             Device::Cpu(cpu) => Ok(cpu),
-            Device::Gpu(_) => Err(Error::Unsupported(
-                "the GPU forward pass of the student model is not built yet; use Device::cpu()".into(),
-            )),
+            Device::Gpu(_) => Err(Error::Unsupported("internal: a GPU device reached the CPU path".into())),
         }
     }
 }

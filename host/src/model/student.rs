@@ -59,6 +59,24 @@ pub struct Linear {
     pub bias: Vec<f32>,
 }
 
+impl Linear {
+    pub fn inputs(&self) -> usize {
+        self.weight_t.len() / self.bias.len().max(1)
+    }
+
+    /// The weight as PyTorch stores it, `[out][in]`.
+    pub fn weight(&self) -> Vec<f32> {
+        let (inputs, outputs) = (self.inputs(), self.bias.len());
+        let mut w = vec![0.0; inputs * outputs];
+        for i in 0..inputs {
+            for o in 0..outputs {
+                w[o * inputs + i] = self.weight_t[i * outputs + o];
+            }
+        }
+        w
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Interaction {
     pub filter_in: Linear,

@@ -1,0 +1,438 @@
+//! The student model on the GPU: weights and filter tables uploaded once, a
+//! workspace per batch shape (reused across calls), the whole call — neighbour
+//! search, forward, adjoint, forces, per-structure sums — enqueued on one stream and,
+//! from the second call of a shape on, replayed as one CUDA graph.
+
+use super::filter_table;
+use super::student::{Linear, StudentWeights};
+use crate::error::{invalid_input, Error, Result};
+use crate::gpu::{grid_1d, Gpu, Pinned, BLOCK_THREADS};
+use crate::gpu_neighbors::GpuCellList;
+use crate::structure::Batch;
+use cudarc::driver::sys::CUgraphInstantiate_flags;
+use cudarc::driver::sys::CUstreamCaptureMode;
+use cudarc::driver::{CudaGraph, CudaSlice, LaunchConfig};
+use mlff_kernels::cell_list::StructureRecord;
+use mlff_kernels::launch_args::{status, ModelArgs, STRUCTURE_OUT_WORDS};
+use std::sync::Arc;
+
+struct DeviceLinear {
+    weight_t: CudaSlice<f32>,
+    weight: CudaSlice<f32>,
+    bias: CudaSlice<f32>,
+}
+
+impl DeviceLinear {
+    fn new(gpu: &Gpu, l: &Linear) -> Result<Self> {
+        Ok(DeviceLinear { weight_t: gpu.upload(&l.weight_t)?, weight: gpu.upload(&l.weight())?, bias: gpu.upload(&l.bias)? })
+    }
+}
+
+struct DeviceBlock {
+    table: CudaSlice<f32>,
+    update_in: DeviceLinear,
+    update_out: DeviceLinear,
+    mixing: [f32; 9],
+}
+
+/// A model's weights on one GPU.
+pub struct GpuWeights {
+    gpu: Arc<Gpu>,
+    hidden: usize,
+    cutoff: f32,
+    embedding: CudaSlice<f32>,
+    blocks: Vec<DeviceBlock>,
+    head: Vec<DeviceLinear>,
+}
+
+/// Hidden sizes the edge and atom kernels are instantiated for.
+const SUPPORTED_HIDDEN: [usize; 4] = [32, 64, 128, 256];
+
+impl GpuWeights {
+    pub fn new(gpu: Arc<Gpu>, w: &StudentWeights) -> Result<Self> {
+        let h = w.hidden_dim();
+        if !SUPPORTED_HIDDEN.contains(&h) {
+            return Err(Error::Unsupported(format!(
+                "the GPU kernels support hidden_dim in {SUPPORTED_HIDDEN:?}, this model has {h}; use the CPU"
+            )));
+        }
+        let blocks = (0..w.config.num_interactions)
+            .map(|t| {
+                let b = &w.interactions[t];
+                Ok(DeviceBlock {
+                    table: gpu.upload(&filter_table::build(w, t))?,
+                    update_in: DeviceLinear::new(&gpu, &b.update_in)?,
+                    update_out: DeviceLinear::new(&gpu, &b.update_out)?,
+                    mixing: b.mixing,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let head = w.head.iter().map(|l| DeviceLinear::new(&gpu, l)).collect::<Result<Vec<_>>>()?;
+        Ok(GpuWeights { embedding: gpu.upload(&w.embedding)?, blocks, head, hidden: h, cutoff: w.config.cutoff, gpu })
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+}
+
+/// Device bytes per atom a call needs beyond the edges (state, per-block mid states,
+/// gradients, per-atom outputs), and per edge.
+pub fn bytes_per_atom(hidden: usize, blocks: usize) -> usize {
+    4 * ((12 + 4 * blocks) * hidden + 3 + 9 + 3 + 1) + 64
+}
+pub fn bytes_per_edge(groups: usize) -> usize {
+    4 + 12 + 4 + 16 * groups + 12
+}
+
+/// Channel groups per atom for the edge kernels: enough warps to fill the GPU.
+fn channel_groups(hidden: usize, atoms: usize) -> usize {
+    if let Some(g) = std::env::var("MLFF_CHANNEL_GROUPS").ok().and_then(|v| v.parse::<usize>().ok()) {
+        if g.is_power_of_two() && hidden % (32 * g) == 0 && hidden / (32 * g) <= 8 {
+            return g;
+        }
+    }
+    let mut g = 1;
+    while atoms * g < 8192 && hidden / (32 * g * 2) >= 1 {
+        g *= 2;
+    }
+    while hidden / (32 * g) > 8 {
+        g *= 2;
+    }
+    g
+}
+
+/// Atoms per block of the atom-tile kernels.
+fn tile_atoms(hidden: usize) -> usize {
+    if hidden <= 128 { 16 } else { 8 }
+}
+
+/// Buffers of one batch shape, reused across calls.
+pub struct Workspace {
+    cells: GpuCellList,
+    num_atoms: usize,
+    num_structures: usize,
+    groups: usize,
+    numbers: CudaSlice<u32>,
+    s: CudaSlice<f32>,
+    v: CudaSlice<f32>,
+    s_mid: Vec<CudaSlice<f32>>,
+    v_mid: Vec<CudaSlice<f32>>,
+    gs: CudaSlice<f32>,
+    gv: CudaSlice<f32>,
+    gs_mid: CudaSlice<f32>,
+    gv_mid: CudaSlice<f32>,
+    edge_adjoint: CudaSlice<f32>,
+    edge_grad: CudaSlice<f32>,
+    atom_energy: CudaSlice<f32>,
+    atom_virial: CudaSlice<f32>,
+    forces: CudaSlice<f32>,
+    structure_out: CudaSlice<f64>,
+    positions_in: Pinned<f32>,
+    structure_out_host: Pinned<f64>,
+    forces_host: Pinned<f32>,
+    atom_energy_host: Pinned<f32>,
+    status_host: Pinned<u32>,
+    graph: Option<(bool, CudaGraph)>,
+    calls_of_shape: usize,
+    /// Identity of the batch (numbers, cells) the workspace was made for.
+    key: (Vec<u32>, Vec<StructureRecord>),
+}
+
+/// What one call returns, for the whole batch.
+pub struct GpuOutput {
+    pub energies: Vec<f64>,
+    pub atom_energies: Vec<f32>,
+    pub forces: Option<Vec<[f32; 3]>>,
+    /// Σ_edges r ⊗ ∂E/∂r per structure (row-major), when forces were asked for.
+    pub virials: Option<Vec<[f64; 9]>>,
+}
+
+impl Workspace {
+    pub fn new(weights: &GpuWeights, batch: &Batch) -> Result<Self> {
+        let gpu = weights.gpu.clone();
+        let (n, s, h, t) = (batch.num_atoms(), batch.num_structures(), weights.hidden, weights.blocks.len());
+        let cells = GpuCellList::new(gpu.clone(), batch, weights.cutoff, 0.0, false)?;
+        let groups = channel_groups(h, n);
+        let cap = cells.edge_capacity();
+        let nz = n.max(1);
+        let zeros = |len: usize| gpu.zeros::<f32>(len.max(1));
+        Ok(Workspace {
+            num_atoms: n,
+            num_structures: s,
+            groups,
+            numbers: gpu.upload(&if batch.numbers.is_empty() { vec![1] } else { batch.numbers.clone() })?,
+            s: zeros(n * h)?,
+            v: zeros(3 * n * h)?,
+            s_mid: (0..t).map(|_| zeros(n * h)).collect::<Result<_>>()?,
+            v_mid: (0..t).map(|_| zeros(3 * n * h)).collect::<Result<_>>()?,
+            gs: zeros(n * h)?,
+            gv: zeros(3 * n * h)?,
+            gs_mid: zeros(n * h)?,
+            gv_mid: zeros(3 * n * h)?,
+            edge_adjoint: zeros(4 * groups * cap)?,
+            edge_grad: zeros(3 * cap)?,
+            atom_energy: zeros(n)?,
+            atom_virial: zeros(9 * n)?,
+            forces: zeros(3 * n)?,
+            structure_out: gpu.zeros::<f64>(STRUCTURE_OUT_WORDS * s.max(1))?,
+            positions_in: Pinned::new(3 * nz)?,
+            structure_out_host: Pinned::new(STRUCTURE_OUT_WORDS * s.max(1))?,
+            forces_host: Pinned::new(3 * nz)?,
+            atom_energy_host: Pinned::new(nz)?,
+            status_host: Pinned::new(status::WORDS)?,
+            graph: None,
+            calls_of_shape: 0,
+            key: (batch.numbers.clone(), crate::gpu_neighbors::structure_records(batch)),
+            cells,
+        })
+    }
+
+    /// Whether this workspace serves `batch` (same atoms, elements and cells).
+    pub fn fits(&self, batch: &Batch) -> bool {
+        self.key.0 == batch.numbers && self.key.1 == crate::gpu_neighbors::structure_records(batch)
+    }
+
+    fn args(&self, w: &GpuWeights) -> ModelArgs {
+        let g = &w.gpu;
+        let cells = &self.cells;
+        let head = |k: usize| -> (*const f32, *const f32, *const f32) {
+            (g.address(&w.head[k].weight_t), g.address(&w.head[k].weight), g.address(&w.head[k].bias))
+        };
+        let (h0, h1, h2) = (head(0), head(1), head(2));
+        ModelArgs {
+            positions: g.address(&cells.positions) as *const [f32; 3],
+            numbers: g.address(&self.numbers),
+            structure_of: g.address(&cells.structure_of),
+            records: g.address(&cells.records) as *const StructureRecord,
+            row_ptr: g.address(&cells.row_ptr),
+            src: g.address(&cells.src),
+            shift: g.address(&cells.shift) as *const [i32; 3],
+            reverse: g.address(&cells.reverse),
+            s: g.address(&self.s),
+            v: g.address(&self.v),
+            s_mid: std::ptr::null_mut(),
+            v_mid: std::ptr::null_mut(),
+            gs: g.address(&self.gs),
+            gv: g.address(&self.gv),
+            gs_mid: g.address(&self.gs_mid),
+            gv_mid: g.address(&self.gv_mid),
+            embedding: g.address(&w.embedding),
+            table: std::ptr::null(),
+            update_in_t: std::ptr::null(),
+            update_in: std::ptr::null(),
+            update_in_b: std::ptr::null(),
+            update_out_t: std::ptr::null(),
+            update_out: std::ptr::null(),
+            update_out_b: std::ptr::null(),
+            head_t: [h0.0, h1.0, h2.0],
+            head: [h0.1, h1.1, h2.1],
+            head_b: [h0.2, h1.2, h2.2],
+            edge_adjoint: g.address(&self.edge_adjoint) as *mut [f32; 4],
+            edge_grad: g.address(&self.edge_grad) as *mut [f32; 3],
+            atom_energy: g.address(&self.atom_energy),
+            atom_virial: g.address(&self.atom_virial) as *mut [f32; 9],
+            forces: g.address(&self.forces) as *mut [f32; 3],
+            structure_out: g.address(&self.structure_out),
+            mixing: [0.0; 9],
+            num_atoms: self.num_atoms as u32,
+            num_structures: self.num_structures as u32,
+            hidden: w.hidden as u32,
+            groups: self.groups as u32,
+            edge_capacity: cells.edge_capacity() as u32,
+            cutoff: w.cutoff,
+            table_inv_h: filter_table::inverse_spacing(w.cutoff),
+            has_gv: 0,
+            want_gradient: 0,
+            pad: 0,
+        }
+    }
+
+    fn block_args(&self, w: &GpuWeights, base: &ModelArgs, t: usize) -> ModelArgs {
+        let g = &w.gpu;
+        let b = &w.blocks[t];
+        ModelArgs {
+            s_mid: g.address(&self.s_mid[t]),
+            v_mid: g.address(&self.v_mid[t]),
+            table: g.address(&b.table),
+            update_in_t: g.address(&b.update_in.weight_t),
+            update_in: g.address(&b.update_in.weight),
+            update_in_b: g.address(&b.update_in.bias),
+            update_out_t: g.address(&b.update_out.weight_t),
+            update_out: g.address(&b.update_out.weight),
+            update_out_b: g.address(&b.update_out.bias),
+            mixing: b.mixing,
+            ..*base
+        }
+    }
+
+    /// Enqueues one whole call (positions already in `positions_in`).
+    fn enqueue(&mut self, w: &GpuWeights, want_forces: bool) -> Result<()> {
+        let gpu = w.gpu.clone();
+        gpu.copy_to_device(&mut self.cells.positions, &self.positions_in)?;
+        self.cells.enqueue_build()?;
+        if want_forces {
+            gpu.clear(&mut self.edge_adjoint)?;
+        }
+        let n = self.num_atoms;
+        let h = w.hidden;
+        let base = ModelArgs { want_gradient: want_forces as u32, ..self.args(w) };
+        let ta = tile_atoms(h);
+        let tiles = LaunchConfig { grid_dim: (n.div_ceil(ta).max(1) as u32, 1, 1), block_dim: (h as u32, 1, 1), shared_mem_bytes: 0 };
+        let tile_kernel = |name: &str| format!("{name}_t{ta}");
+        let edge_warps = grid_1d(32 * n * self.groups, 128)?;
+        let ch = h / (32 * self.groups);
+        let message = kernel_name("mlff_student_message_c", ch);
+        let message_back = kernel_name("mlff_student_message_back_c", ch);
+        if n > 0 {
+            gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
+            for t in 0..w.blocks.len() {
+                let a = self.block_args(w, &base, t);
+                gpu.launch(message, edge_warps, &a)?;
+                let update = LaunchConfig { shared_mem_bytes: (3 * h * ta * 4) as u32, ..tiles };
+                gpu.launch(leak(tile_kernel("mlff_student_update")), update, &a)?;
+            }
+            let readout = LaunchConfig { shared_mem_bytes: ((13 * h / 4) * ta * 4) as u32, ..tiles };
+            gpu.launch(leak(tile_kernel("mlff_student_readout")), readout, &base)?;
+            if want_forces {
+                for t in (0..w.blocks.len()).rev() {
+                    // The block's input state again: the embedding, or the update of the block before.
+                    if t == 0 {
+                        gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
+                    } else {
+                        let before = self.block_args(w, &base, t - 1);
+                        let update = LaunchConfig { shared_mem_bytes: (3 * h * ta * 4) as u32, ..tiles };
+                        gpu.launch(leak(tile_kernel("mlff_student_update")), update, &before)?;
+                    }
+                    let a = ModelArgs { has_gv: (t + 1 < w.blocks.len()) as u32, ..self.block_args(w, &base, t) };
+                    let back = LaunchConfig { shared_mem_bytes: (4 * h * ta * 4) as u32, ..tiles };
+                    gpu.launch(leak(tile_kernel("mlff_student_update_back")), back, &a)?;
+                    gpu.launch(message_back, edge_warps, &a)?;
+                }
+                let atoms = grid_1d(n, BLOCK_THREADS)?;
+                gpu.launch("mlff_student_edge_gradients", atoms, &base)?;
+                gpu.launch("mlff_student_forces", atoms, &base)?;
+            }
+        }
+        if self.num_structures > 0 {
+            let sums_args = ModelArgs { atom_virial: if want_forces { base.atom_virial } else { std::ptr::null_mut() }, ..base };
+            let per_structure = LaunchConfig {
+                grid_dim: (self.num_structures as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: (256 * STRUCTURE_OUT_WORDS * 8) as u32,
+            };
+            gpu.launch("mlff_student_structure_sums", per_structure, &sums_args)?;
+            gpu.copy_to_host(&mut self.structure_out_host, &self.structure_out)?;
+        }
+        if n > 0 {
+            gpu.copy_to_host(&mut self.atom_energy_host, &self.atom_energy)?;
+            if want_forces {
+                gpu.copy_to_host(&mut self.forces_host, &self.forces)?;
+            }
+        }
+        gpu.copy_to_host(&mut self.status_host, &self.cells.status)?;
+        Ok(())
+    }
+
+    /// Evaluates the batch at `positions` (one call; a graph replay when the shape
+    /// repeats). Grows the edge buffers and repeats if the edges did not fit.
+    pub fn run(&mut self, w: &GpuWeights, positions: &[[f32; 3]], want_forces: bool, batch: &Batch) -> Result<GpuOutput> {
+        if positions.len() != self.num_atoms {
+            return invalid_input!("{} positions for a workspace of {} atoms", positions.len(), self.num_atoms);
+        }
+        for (k, p) in positions.iter().enumerate() {
+            self.positions_in[3 * k..3 * k + 3].copy_from_slice(p);
+        }
+        let use_graph = std::env::var("MLFF_NO_GRAPH").is_err();
+        self.calls_of_shape += 1;
+        match &self.graph {
+            Some((forces, graph)) if *forces == want_forces && use_graph => {
+                graph.launch().map_err(Error::cuda("replaying the CUDA graph"))?;
+            }
+            _ if use_graph && self.calls_of_shape >= 2 => {
+                self.graph = None;
+                let stream = w.gpu.stream().clone();
+                stream
+                    .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                    .map_err(Error::cuda("starting a CUDA graph capture"))?;
+                let enqueued = self.enqueue(w, want_forces);
+                let captured = stream.end_capture(CUgraphInstantiate_flags(0));
+                enqueued?;
+                let graph = captured
+                    .map_err(Error::cuda("instantiating the CUDA graph"))?
+                    .ok_or_else(|| Error::Unsupported("the CUDA graph capture came back empty".into()))?;
+                graph.launch().map_err(Error::cuda("launching the CUDA graph"))?;
+                self.graph = Some((want_forces, graph));
+            }
+            _ => self.enqueue(w, want_forces)?,
+        }
+        w.gpu.synchronize()?;
+        let st = &self.status_host;
+        let words: [u32; status::WORDS] = std::array::from_fn(|k| st[k]);
+        let build = crate::gpu_neighbors::BuildStatus { words, num_edges: 0 };
+        self.cells.check(&build, &batch.structure_of, &batch.offsets)?;
+        if words[status::OVERFLOW] != 0 {
+            let total = w.gpu.download(&self.cells.row_ptr)?[self.num_atoms] as usize;
+            self.grow_edges(w, total + total / 8)?;
+            return self.run(w, positions, want_forces, batch);
+        }
+        let s = self.num_structures;
+        let out = &self.structure_out_host;
+        let energies = (0..s).map(|k| out[k * STRUCTURE_OUT_WORDS]).collect();
+        let virials = want_forces.then(|| {
+            (0..s).map(|k| std::array::from_fn(|q| out[k * STRUCTURE_OUT_WORDS + 1 + q])).collect()
+        });
+        let n = self.num_atoms;
+        let forces = want_forces.then(|| (0..n).map(|i| std::array::from_fn(|x| self.forces_host[3 * i + x])).collect());
+        Ok(GpuOutput { energies, atom_energies: self.atom_energy_host[..n].to_vec(), forces, virials })
+    }
+
+    fn grow_edges(&mut self, w: &GpuWeights, capacity: usize) -> Result<()> {
+        self.cells.reserve_edges(capacity, false)?;
+        let cap = self.cells.edge_capacity();
+        self.edge_adjoint = w.gpu.zeros::<f32>(4 * self.groups * cap)?;
+        self.edge_grad = w.gpu.zeros::<f32>(3 * cap)?;
+        self.graph = None;
+        self.calls_of_shape = 0;
+        Ok(())
+    }
+
+    pub fn edge_capacity(&self) -> usize {
+        self.cells.edge_capacity()
+    }
+
+    /// Approximate device bytes this workspace holds.
+    pub fn bytes(&self) -> usize {
+        let per_atom = (self.s.len() + self.v.len()) * 4 * (2 + self.s_mid.len()) + 4 * 16;
+        per_atom + self.edge_capacity() * bytes_per_edge(self.groups)
+    }
+}
+
+fn kernel_name(prefix: &'static str, ch: usize) -> &'static str {
+    match (prefix, ch) {
+        ("mlff_student_message_c", 1) => "mlff_student_message_c1",
+        ("mlff_student_message_c", 2) => "mlff_student_message_c2",
+        ("mlff_student_message_c", 4) => "mlff_student_message_c4",
+        ("mlff_student_message_c", _) => "mlff_student_message_c8",
+        (_, 1) => "mlff_student_message_back_c1",
+        (_, 2) => "mlff_student_message_back_c2",
+        (_, 4) => "mlff_student_message_back_c4",
+        _ => "mlff_student_message_back_c8",
+    }
+}
+
+/// Kernel names are looked up by `&'static str`; the few tile-kernel names are
+/// interned once.
+fn leak(name: String) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    let set = names.get_or_insert_with(HashSet::new);
+    if let Some(&existing) = set.get(name.as_str()) {
+        return existing;
+    }
+    let interned: &'static str = Box::leak(name.into_boxed_str());
+    set.insert(interned);
+    interned
+}

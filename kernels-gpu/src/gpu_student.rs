@@ -1,0 +1,530 @@
+//! The student model on the GPU (architecture 1 of MODEL.md), the same math as
+//! [`crate::student`] laid out for the hardware:
+//! - edge passes (message and its adjoint) run one warp per (receiver, channel
+//!   group); lane l owns channels g·32·CH + 32m + l, m < CH. A receiver's row is a
+//!   segment reduction, so there are no float atomics and the result is
+//!   deterministic. The filter comes from the Hermite table of [`crate::filter_table`].
+//! - atom passes (update, readout and their adjoints) run one thread per channel over
+//!   a tile of TA atoms, so each weight read from L2 serves TA atoms.
+//! - edge geometry is recomputed from positions and image shifts, so the neighbour
+//!   list may be built with a skin (edges with d > rc are skipped).
+
+use crate::device::gpu;
+use crate::filter_table::{hermite, value, value_and_slope};
+use crate::geometry::{edge_gradient, edge_vector, shift_vector, UNIT_EPSILON};
+use crate::launch_args::{ModelArgs, STRUCTURE_OUT_WORDS};
+use crate::math::{silu, silu_and_grad, sqrt};
+
+/// Geometry of up to 32 edges of a row, one per lane, for broadcasting.
+#[derive(Clone, Copy)]
+struct LaneEdge {
+    j: u32,
+    r: [f32; 3],
+    d: f32,
+}
+
+#[inline(always)]
+unsafe fn lane_edge(a: &ModelArgs, ri: [f32; 3], cell: &[f32; 9], e: usize, valid: bool) -> LaneEdge {
+    if !valid {
+        return LaneEdge { j: 0, r: [0.0; 3], d: f32::INFINITY };
+    }
+    let j = *a.src.add(e);
+    let (r, d) = edge_vector(ri, *a.positions.add(j as usize), shift_vector(*a.shift.add(e), cell));
+    LaneEdge { j, r, d }
+}
+
+#[inline(always)]
+fn broadcast(x: &LaneEdge, k: u32) -> LaneEdge {
+    LaneEdge {
+        j: gpu::shfl_idx_u32(x.j, k),
+        r: [gpu::shfl_idx_f32(x.r[0], k), gpu::shfl_idx_f32(x.r[1], k), gpu::shfl_idx_f32(x.r[2], k)],
+        d: gpu::shfl_idx_f32(x.d, k),
+    }
+}
+
+/// Whether the neighbour search found more edges than the buffers hold: then the
+/// edge arrays are not filled, the edge passes do nothing, and the host grows the
+/// buffers and repeats the call.
+#[inline(always)]
+unsafe fn edges_overflowed(a: &ModelArgs) -> bool {
+    *a.row_ptr.add(a.num_atoms as usize) > a.edge_capacity
+}
+
+/// (receiver, channel group) of this warp, or None past the last atom.
+#[inline(always)]
+unsafe fn warp_task(a: &ModelArgs) -> Option<(usize, usize)> {
+    if edges_overflowed(a) {
+        return None;
+    }
+    let warp = gpu::global_id() / 32;
+    let groups = a.groups as usize;
+    let i = warp / groups;
+    if i < a.num_atoms as usize { Some((i, warp % groups)) } else { None }
+}
+
+/// s_mid = s_i + Σ_j s_j∘φs, v_mid = v_i + Σ_j (v_j∘φv1 + u⊗φv2).
+pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
+    let Some((i, g)) = warp_task(a) else { return };
+    let lane = gpu::lane_id();
+    let h = a.hidden as usize;
+    let base = g * 32 * CH + lane;
+    let cell = (*a.records.add(*a.structure_of.add(i) as usize)).cell;
+    let ri = *a.positions.add(i);
+    let mut s_acc = [0.0f32; CH];
+    let mut v_acc = [[0.0f32; CH]; 3];
+    for m in 0..CH {
+        let c = base + 32 * m;
+        s_acc[m] = *a.s.add(i * h + c);
+        for x in 0..3 {
+            v_acc[x][m] = *a.v.add((i * 3 + x) * h + c);
+        }
+    }
+    let (start, end) = (*a.row_ptr.add(i) as usize, *a.row_ptr.add(i + 1) as usize);
+    let mut chunk = start;
+    while chunk < end {
+        let count = (end - chunk).min(32);
+        let mine = lane_edge(a, ri, &cell, chunk + lane, lane < count);
+        for k in 0..count as u32 {
+            let edge = broadcast(&mine, k);
+            if edge.d > a.cutoff {
+                continue;
+            }
+            let j = edge.j as usize;
+            let de = edge.d + UNIT_EPSILON;
+            let u = [edge.r[0] / de, edge.r[1] / de, edge.r[2] / de];
+            let at = hermite(edge.d, a.table_inv_h, h);
+            for m in 0..CH {
+                let c = base + 32 * m;
+                let phi_s = value(a.table, &at, c, h);
+                let phi_v1 = value(a.table, &at, h + c, h);
+                let phi_v2 = value(a.table, &at, 2 * h + c, h);
+                s_acc[m] += *a.s.add(j * h + c) * phi_s;
+                for x in 0..3 {
+                    v_acc[x][m] += *a.v.add((j * 3 + x) * h + c) * phi_v1 + u[x] * phi_v2;
+                }
+            }
+        }
+        chunk += 32;
+    }
+    for m in 0..CH {
+        let c = base + 32 * m;
+        *a.s_mid.add(i * h + c) = s_acc[m];
+        for x in 0..3 {
+            *a.v_mid.add((i * 3 + x) * h + c) = v_acc[x][m];
+        }
+    }
+}
+
+/// Adjoint of `message_forward` for receiver i: ∂E/∂(s_i, v_i) of the block input
+/// into (gs, gv) (residual + what i sent, through the reverse edges, which share φ),
+/// and [∂E/∂d, ∂E/∂u] of each edge of the row added to `edge_adjoint`.
+pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
+    let Some((i, g)) = warp_task(a) else { return };
+    let lane = gpu::lane_id();
+    let h = a.hidden as usize;
+    let base = g * 32 * CH + lane;
+    let cell = (*a.records.add(*a.structure_of.add(i) as usize)).cell;
+    let ri = *a.positions.add(i);
+    let mut gs_i = [0.0f32; CH];
+    let mut gv_i = [[0.0f32; CH]; 3];
+    for m in 0..CH {
+        let c = base + 32 * m;
+        gs_i[m] = *a.gs_mid.add(i * h + c);
+        for x in 0..3 {
+            gv_i[x][m] = *a.gv_mid.add((i * 3 + x) * h + c);
+        }
+    }
+    let mut gs_acc = gs_i;
+    let mut gv_acc = gv_i;
+    let adjoint = a.edge_adjoint.add(g * a.edge_capacity as usize);
+    let (start, end) = (*a.row_ptr.add(i) as usize, *a.row_ptr.add(i + 1) as usize);
+    let mut chunk = start;
+    while chunk < end {
+        let count = (end - chunk).min(32);
+        let mine = lane_edge(a, ri, &cell, chunk + lane, lane < count);
+        for k in 0..count as u32 {
+            let edge = broadcast(&mine, k);
+            if edge.d > a.cutoff {
+                continue;
+            }
+            let j = edge.j as usize;
+            let de = edge.d + UNIT_EPSILON;
+            let u = [edge.r[0] / de, edge.r[1] / de, edge.r[2] / de];
+            let at = hermite(edge.d, a.table_inv_h, h);
+            let mut gd = 0.0f32;
+            let mut gu = [0.0f32; 3];
+            for m in 0..CH {
+                let c = base + 32 * m;
+                let (phi_s, dphi_s) = value_and_slope(a.table, &at, c, h);
+                let (phi_v1, dphi_v1) = value_and_slope(a.table, &at, h + c, h);
+                let (phi_v2, dphi_v2) = value_and_slope(a.table, &at, 2 * h + c, h);
+                gs_acc[m] += *a.gs_mid.add(j * h + c) * phi_s;
+                let gphi_s = gs_i[m] * *a.s.add(j * h + c);
+                let (mut gphi_v1, mut gphi_v2) = (0.0f32, 0.0f32);
+                for x in 0..3 {
+                    let row = (j * 3 + x) * h + c;
+                    gv_acc[x][m] += *a.gv_mid.add(row) * phi_v1;
+                    gphi_v1 += gv_i[x][m] * *a.v.add(row);
+                    gphi_v2 += gv_i[x][m] * u[x];
+                    gu[x] += gv_i[x][m] * phi_v2;
+                }
+                gd += (gphi_s * dphi_s + gphi_v1 * dphi_v1) + gphi_v2 * dphi_v2;
+            }
+            let gd = gpu::warp_reduce_sum(gd);
+            let gu = [gpu::warp_reduce_sum(gu[0]), gpu::warp_reduce_sum(gu[1]), gpu::warp_reduce_sum(gu[2])];
+            if lane == 0 {
+                let slot = adjoint.add(chunk + k as usize);
+                let old = *slot;
+                *slot = [old[0] + gd, old[1] + gu[0], old[2] + gu[1], old[3] + gu[2]];
+            }
+        }
+        chunk += 32;
+    }
+    for m in 0..CH {
+        let c = base + 32 * m;
+        *a.gs.add(i * h + c) = gs_acc[m];
+        for x in 0..3 {
+            *a.gv.add((i * 3 + x) * h + c) = gv_acc[x][m];
+        }
+    }
+}
+
+/// s = embedding[Z], v = 0; one thread per (atom, channel).
+pub unsafe fn embed(a: &ModelArgs) {
+    let h = a.hidden as usize;
+    let t = gpu::global_id();
+    if t >= a.num_atoms as usize * h {
+        return;
+    }
+    let (i, c) = (t / h, t % h);
+    *a.s.add(t) = *a.embedding.add(*a.numbers.add(i) as usize * h + c);
+    for x in 0..3 {
+        *a.v.add((i * 3 + x) * h + c) = 0.0;
+    }
+}
+
+/// acc[t] = bias + Σ_k input[t][k] · w[k·stride + col], over a shared-memory tile,
+/// k ascending. Weights are loaded eight at a time so that eight loads are in flight
+/// (one at a time, the loop waits on L2 latency, not on arithmetic).
+#[inline(always)]
+unsafe fn tile_dense<const TA: usize>(
+    input: *const f32,
+    input_stride: usize,
+    k_len: usize,
+    w: *const f32,
+    w_stride: usize,
+    col: usize,
+    bias: f32,
+) -> [f32; TA] {
+    let mut acc = [bias; TA];
+    let mut k = 0;
+    while k + 8 <= k_len {
+        let wk: [f32; 8] = core::array::from_fn(|u| *w.add((k + u) * w_stride + col));
+        for u in 0..8 {
+            for t in 0..TA {
+                acc[t] += *input.add(t * input_stride + k + u) * wk[u];
+            }
+        }
+        k += 8;
+    }
+    while k < k_len {
+        let wk = *w.add(k * w_stride + col);
+        for t in 0..TA {
+            acc[t] += *input.add(t * input_stride + k) * wk;
+        }
+        k += 1;
+    }
+    acc
+}
+
+#[inline(always)]
+fn norm3(a: f32, b: f32, z: f32) -> f32 {
+    sqrt((a * a + b * b) + z * z)
+}
+
+/// Update step over a tile of TA atoms, one thread per channel c (H threads):
+/// [a|g1|g2] = L4(SiLU(L3([s_mid ‖ ‖v_mid‖]))), s = s_mid + a,
+/// v = v_mid∘g1 + (M v_mid)∘g2. Shared memory: 3·H·TA floats.
+pub unsafe fn update_forward<const TA: usize>(a: &ModelArgs) {
+    let h = a.hidden as usize;
+    let n = a.num_atoms as usize;
+    let c = gpu::thread_idx();
+    let first = gpu::block_idx() * TA;
+    let input = gpu::dynamic_shared_f32();
+    let hidden = input.add(2 * h * TA);
+    for t in 0..TA {
+        let i = first + t;
+        let (s, nv) = if i < n {
+            let v = |x: usize| *a.v_mid.add((i * 3 + x) * h + c);
+            (*a.s_mid.add(i * h + c), norm3(v(0), v(1), v(2)))
+        } else {
+            (0.0, 0.0)
+        };
+        *input.add(t * 2 * h + c) = s;
+        *input.add(t * 2 * h + h + c) = nv;
+    }
+    gpu::sync_threads();
+    let pre = tile_dense::<TA>(input, 2 * h, 2 * h, a.update_in_t, h, c, *a.update_in_b.add(c));
+    for t in 0..TA {
+        *hidden.add(t * h + c) = silu(pre[t]);
+    }
+    gpu::sync_threads();
+    let add = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, c, *a.update_out_b.add(c));
+    let g1 = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c));
+    let g2 = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
+    let mx = &a.mixing;
+    for t in 0..TA {
+        let i = first + t;
+        if i < n {
+            *a.s.add(i * h + c) = *a.s_mid.add(i * h + c) + add[t];
+            let v: [f32; 3] = core::array::from_fn(|x| *a.v_mid.add((i * 3 + x) * h + c));
+            for x in 0..3 {
+                let mixed = (mx[3 * x] * v[0] + mx[3 * x + 1] * v[1]) + mx[3 * x + 2] * v[2];
+                *a.v.add((i * 3 + x) * h + c) = v[x] * g1[t] + mixed * g2[t];
+            }
+        }
+    }
+}
+
+/// Adjoint of `update_forward`: from (gs, gv) of the block output to (gs_mid, gv_mid).
+/// Shared memory: 4·H·TA floats.
+pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
+    let h = a.hidden as usize;
+    let n = a.num_atoms as usize;
+    let c = gpu::thread_idx();
+    let first = gpu::block_idx() * TA;
+    let shared = gpu::dynamic_shared_f32();
+    let (input, hidden) = (shared, shared.add(2 * h * TA));
+    let mut norms = [0.0f32; TA];
+    for t in 0..TA {
+        let i = first + t;
+        let s = if i < n {
+            let v = |x: usize| *a.v_mid.add((i * 3 + x) * h + c);
+            norms[t] = norm3(v(0), v(1), v(2));
+            *a.s_mid.add(i * h + c)
+        } else {
+            0.0
+        };
+        *input.add(t * 2 * h + c) = s;
+        *input.add(t * 2 * h + h + c) = norms[t];
+    }
+    gpu::sync_threads();
+    let pre = tile_dense::<TA>(input, 2 * h, 2 * h, a.update_in_t, h, c, *a.update_in_b.add(c));
+    let mut dsilu = [0.0f32; TA];
+    for t in 0..TA {
+        let (y, dy) = silu_and_grad(pre[t]);
+        dsilu[t] = dy;
+        *hidden.add(t * h + c) = y;
+    }
+    gpu::sync_threads();
+    let g1 = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c));
+    let g2 = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
+    gpu::sync_threads();
+    // ∂E/∂[a | g1 | g2] into shared memory; the direct paths v → v_mid into gv_mid.
+    let (g_out, g_hidden) = (shared, shared.add(3 * h * TA));
+    let mx = &a.mixing;
+    for t in 0..TA {
+        let i = first + t;
+        let (mut gs_out, mut gg1, mut gg2) = (0.0f32, 0.0f32, 0.0f32);
+        if i < n {
+            gs_out = *a.gs.add(i * h + c);
+            let v: [f32; 3] = core::array::from_fn(|x| *a.v_mid.add((i * 3 + x) * h + c));
+            let gv: [f32; 3] = if a.has_gv != 0 { core::array::from_fn(|x| *a.gv.add((i * 3 + x) * h + c)) } else { [0.0; 3] };
+            for x in 0..3 {
+                let mixed = (mx[3 * x] * v[0] + mx[3 * x + 1] * v[1]) + mx[3 * x + 2] * v[2];
+                gg1 += gv[x] * v[x];
+                gg2 += gv[x] * mixed;
+            }
+            for b in 0..3 {
+                let mt_gv = (mx[b] * gv[0] + mx[3 + b] * gv[1]) + mx[6 + b] * gv[2];
+                *a.gv_mid.add((i * 3 + b) * h + c) = gv[b] * g1[t] + mt_gv * g2[t];
+            }
+        }
+        *g_out.add(t * 3 * h + c) = gs_out;
+        *g_out.add(t * 3 * h + h + c) = gg1;
+        *g_out.add(t * 3 * h + 2 * h + c) = gg2;
+    }
+    gpu::sync_threads();
+    let gh = tile_dense::<TA>(g_out, 3 * h, 3 * h, a.update_out, h, c, 0.0);
+    for t in 0..TA {
+        *g_hidden.add(t * h + c) = gh[t] * dsilu[t];
+    }
+    gpu::sync_threads();
+    let gs_in = tile_dense::<TA>(g_hidden, h, h, a.update_in, 2 * h, c, 0.0);
+    let gn = tile_dense::<TA>(g_hidden, h, h, a.update_in, 2 * h, h + c, 0.0);
+    for t in 0..TA {
+        let i = first + t;
+        if i < n {
+            *a.gs_mid.add(i * h + c) = *a.gs.add(i * h + c) + gs_in[t];
+            // n = ‖v‖ has no epsilon: at n = 0 the subgradient 0 is used (as PyTorch does).
+            if norms[t] > 0.0 {
+                let scale = gn[t] / norms[t];
+                for x in 0..3 {
+                    let row = (i * 3 + x) * h + c;
+                    *a.gv_mid.add(row) += scale * *a.v_mid.add(row);
+                }
+            }
+        }
+    }
+}
+
+/// Energy head over a tile of TA atoms (H threads), and ∂E/∂s into `gs` when asked.
+/// Shared memory: (H + 4·H/2 + 3·H/4)·TA floats.
+pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
+    let h = a.hidden as usize;
+    let (h2, h4) = (h / 2, h / 4);
+    let n = a.num_atoms as usize;
+    let c = gpu::thread_idx();
+    let first = gpu::block_idx() * TA;
+    let sx = gpu::dynamic_shared_f32();
+    let l1 = sx.add(h * TA);
+    let d1 = l1.add(h2 * TA);
+    let g1 = d1.add(h2 * TA);
+    let l2 = g1.add(h2 * TA);
+    let d2 = l2.add(h4 * TA);
+    let g2 = d2.add(h4 * TA);
+    for t in 0..TA {
+        let i = first + t;
+        *sx.add(t * h + c) = if i < n { *a.s.add(i * h + c) } else { 0.0 };
+    }
+    gpu::sync_threads();
+    if c < h2 {
+        let pre = tile_dense::<TA>(sx, h, h, a.head_t[0], h2, c, *a.head_b[0].add(c));
+        for t in 0..TA {
+            let (y, dy) = silu_and_grad(pre[t]);
+            *l1.add(t * h2 + c) = y;
+            *d1.add(t * h2 + c) = dy;
+        }
+    }
+    gpu::sync_threads();
+    if c < h4 {
+        let pre = tile_dense::<TA>(l1, h2, h2, a.head_t[1], h4, c, *a.head_b[1].add(c));
+        for t in 0..TA {
+            let (y, dy) = silu_and_grad(pre[t]);
+            *l2.add(t * h4 + c) = y;
+            *d2.add(t * h4 + c) = dy;
+        }
+    }
+    gpu::sync_threads();
+    if c < TA && first + c < n {
+        let mut e = *a.head_b[2];
+        for k in 0..h4 {
+            e += *l2.add(c * h4 + k) * *a.head_t[2].add(k);
+        }
+        *a.atom_energy.add(first + c) = e;
+    }
+    if a.want_gradient == 0 {
+        return;
+    }
+    if c < h4 {
+        for t in 0..TA {
+            *g2.add(t * h4 + c) = *a.head_t[2].add(c) * *d2.add(t * h4 + c);
+        }
+    }
+    gpu::sync_threads();
+    if c < h2 {
+        let acc = tile_dense::<TA>(g2, h4, h4, a.head[1], h2, c, 0.0);
+        for t in 0..TA {
+            *g1.add(t * h2 + c) = acc[t] * *d1.add(t * h2 + c);
+        }
+    }
+    gpu::sync_threads();
+    let gs = tile_dense::<TA>(g1, h2, h2, a.head[0], h, c, 0.0);
+    for t in 0..TA {
+        let i = first + t;
+        if i < n {
+            *a.gs.add(i * h + c) = gs[t];
+        }
+    }
+}
+
+/// ∂E/∂r of every edge of receiver i from its accumulated [∂E/∂d, ∂E/∂u], and the
+/// atom's share of the virial Σ r ⊗ ∂E/∂r.
+pub unsafe fn edge_gradients(a: &ModelArgs) {
+    let i = gpu::global_id();
+    if i >= a.num_atoms as usize || edges_overflowed(a) {
+        return;
+    }
+    let cell = (*a.records.add(*a.structure_of.add(i) as usize)).cell;
+    let ri = *a.positions.add(i);
+    let mut virial = [0.0f32; 9];
+    let (start, end) = (*a.row_ptr.add(i) as usize, *a.row_ptr.add(i + 1) as usize);
+    for e in start..end {
+        let j = *a.src.add(e) as usize;
+        let (r, d) = edge_vector(ri, *a.positions.add(j), shift_vector(*a.shift.add(e), &cell));
+        let mut adj = [0.0f32; 4];
+        for g in 0..a.groups as usize {
+            let part = *a.edge_adjoint.add(g * a.edge_capacity as usize + e);
+            for q in 0..4 {
+                adj[q] += part[q];
+            }
+        }
+        let grad = if d <= a.cutoff { edge_gradient(r, d, adj[0], [adj[1], adj[2], adj[3]]) } else { [0.0; 3] };
+        *a.edge_grad.add(e) = grad;
+        for x in 0..3 {
+            for y in 0..3 {
+                virial[3 * x + y] += r[x] * grad[y];
+            }
+        }
+    }
+    *a.atom_virial.add(i) = virial;
+}
+
+/// F_i = Σ_{e in row i} (∂E/∂r_e − ∂E/∂r_rev(e)), since r_e = R_j − R_i.
+pub unsafe fn forces(a: &ModelArgs) {
+    let i = gpu::global_id();
+    if i >= a.num_atoms as usize || edges_overflowed(a) {
+        return;
+    }
+    let mut f = [0.0f32; 3];
+    let (start, end) = (*a.row_ptr.add(i) as usize, *a.row_ptr.add(i + 1) as usize);
+    for e in start..end {
+        let (g, back) = (*a.edge_grad.add(e), *a.edge_grad.add(*a.reverse.add(e) as usize));
+        for x in 0..3 {
+            f[x] += g[x] - back[x];
+        }
+    }
+    *a.forces.add(i) = f;
+}
+
+/// One block per structure: energy and virial summed in f64, in a fixed order.
+/// Shared memory: `STRUCTURE_OUT_WORDS` f64 per thread.
+pub unsafe fn structure_sums(a: &ModelArgs) {
+    let s = gpu::block_idx();
+    if s >= a.num_structures as usize {
+        return;
+    }
+    let rec = &*a.records.add(s);
+    let t = gpu::thread_idx();
+    let threads = gpu::block_dim();
+    let mut acc = [0.0f64; STRUCTURE_OUT_WORDS];
+    let mut i = rec.atom_start as usize + t;
+    while i < rec.atom_end as usize {
+        acc[0] += *a.atom_energy.add(i) as f64;
+        if !a.atom_virial.is_null() {
+            let w = *a.atom_virial.add(i);
+            for q in 0..9 {
+                acc[1 + q] += w[q] as f64;
+            }
+        }
+        i += threads;
+    }
+    let shared = gpu::dynamic_shared_f32() as *mut f64;
+    for q in 0..STRUCTURE_OUT_WORDS {
+        *shared.add(q * threads + t) = acc[q];
+    }
+    gpu::sync_threads();
+    let mut stride = threads / 2;
+    while stride > 0 {
+        if t < stride {
+            for q in 0..STRUCTURE_OUT_WORDS {
+                *shared.add(q * threads + t) += *shared.add(q * threads + t + stride);
+            }
+        }
+        gpu::sync_threads();
+        stride /= 2;
+    }
+    if t < STRUCTURE_OUT_WORDS {
+        *a.structure_out.add(s * STRUCTURE_OUT_WORDS + t) = *shared.add(t * threads);
+    }
+}

@@ -1,0 +1,137 @@
+//! Arguments of the GPU kernels, passed by value as one `#[repr(C)]` struct per
+//! launch so that host and device agree on the layout by construction. Pointers are
+//! device addresses; the host wrappers in `mlff-host` fill them from live buffers.
+
+use crate::cell_list::{GridRecord, StructureRecord};
+
+/// Neighbour-search kernels (`mlff_cells_*`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CellArgs {
+    pub records: *const StructureRecord,
+    pub grids: *mut GridRecord,
+    pub positions: *const [f32; 3],
+    pub structure_of: *const u32,
+    /// Per atom: its bin within its structure, and its integer wrap into the cell.
+    pub atom_home: *mut [i32; 3],
+    pub wrap: *mut [i32; 3],
+    pub atom_bin: *mut u32,
+    /// Per bin (+1): counts, then (after the scan) start offsets.
+    pub bin_start: *mut u32,
+    pub bin_fill: *mut u32,
+    pub bin_atoms: *mut u32,
+    /// Per atom (+1): edge counts, then (after the scan) the CSR row pointer.
+    pub row_ptr: *mut u32,
+    pub src: *mut u32,
+    pub shift: *mut [i32; 3],
+    pub reverse: *mut u32,
+    /// `[r, d]` per edge, or null when not wanted.
+    pub geom: *mut [f32; 4],
+    /// See [`status`].
+    pub status: *mut u32,
+    /// Positions at the last build, for the skin check.
+    pub reference: *mut [f32; 3],
+    pub num_atoms: u32,
+    pub num_structures: u32,
+    pub edge_capacity: u32,
+    pub cutoff: f32,
+    /// (skin/2)², for the skin check.
+    pub half_skin_sq: f32,
+    pub pad: u32,
+}
+
+/// Words of the neighbour-search status buffer.
+pub mod status {
+    /// Nonzero when two atoms are closer than `MIN_DISTANCE`; then `CLOSE_I`/`CLOSE_J`.
+    pub const TOO_CLOSE: usize = 0;
+    pub const CLOSE_I: usize = 1;
+    pub const CLOSE_J: usize = 2;
+    /// Nonzero when the edges did not fit `edge_capacity` (nothing was written).
+    pub const OVERFLOW: usize = 3;
+    /// Nonzero when an edge had no reverse (an internal error).
+    pub const ASYMMETRIC: usize = 4;
+    /// Nonzero when an atom moved more than skin/2 since the build.
+    pub const MOVED: usize = 5;
+    pub const WORDS: usize = 8;
+}
+
+/// Prefix-sum kernels.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ScanArgs {
+    pub data: *mut u32,
+    pub block_sums: *mut u32,
+    pub len: u32,
+    pub pad: u32,
+}
+
+/// Elements one scan block handles (256 threads × 4).
+pub const SCAN_BLOCK_ELEMENTS: usize = 1024;
+pub const SCAN_BLOCK_THREADS: usize = 256;
+
+/// Model kernels (`mlff_student_*`): the state of one call, plus the weights of the
+/// block or head a launch works on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ModelArgs {
+    pub positions: *const [f32; 3],
+    pub numbers: *const u32,
+    pub structure_of: *const u32,
+    pub records: *const StructureRecord,
+    pub row_ptr: *const u32,
+    pub src: *const u32,
+    pub shift: *const [i32; 3],
+    pub reverse: *const u32,
+    /// Block input state (s: N×H, v: N×3×H), overwritten by each block's output.
+    pub s: *mut f32,
+    pub v: *mut f32,
+    /// Post-message state of the current block.
+    pub s_mid: *mut f32,
+    pub v_mid: *mut f32,
+    /// ∂E/∂(s, v) of the block input/output, and of the post-message state.
+    pub gs: *mut f32,
+    pub gv: *mut f32,
+    pub gs_mid: *mut f32,
+    pub gv_mid: *mut f32,
+    pub embedding: *const f32,
+    /// This block's filter table (`filter_table` layout).
+    pub table: *const f32,
+    /// Update MLP: transposed (`[in][out]`) for the forward pass, as stored
+    /// (`[out][in]`) for the input gradients.
+    pub update_in_t: *const f32,
+    pub update_in: *const f32,
+    pub update_in_b: *const f32,
+    pub update_out_t: *const f32,
+    pub update_out: *const f32,
+    pub update_out_b: *const f32,
+    /// Energy head, three layers.
+    pub head_t: [*const f32; 3],
+    pub head: [*const f32; 3],
+    pub head_b: [*const f32; 3],
+    /// Per channel group and edge: accumulated [∂E/∂d, ∂E/∂u] over the blocks.
+    pub edge_adjoint: *mut [f32; 4],
+    /// ∂E/∂r per edge.
+    pub edge_grad: *mut [f32; 3],
+    pub atom_energy: *mut f32,
+    pub atom_virial: *mut [f32; 9],
+    pub forces: *mut [f32; 3],
+    /// Per structure: energy, then the virial Σ r ⊗ ∂E/∂r (row-major), in f64.
+    pub structure_out: *mut f64,
+    pub mixing: [f32; 9],
+    pub num_atoms: u32,
+    pub num_structures: u32,
+    pub hidden: u32,
+    /// Channel groups per atom in the edge kernels (one warp each).
+    pub groups: u32,
+    pub edge_capacity: u32,
+    pub cutoff: f32,
+    pub table_inv_h: f32,
+    /// Whether ∂E/∂v of the block output is live (false after the last block).
+    pub has_gv: u32,
+    /// Whether the readout also writes ∂E/∂s.
+    pub want_gradient: u32,
+    pub pad: u32,
+}
+
+/// Words per structure in `structure_out`.
+pub const STRUCTURE_OUT_WORDS: usize = 10;
