@@ -62,23 +62,23 @@ unsafe fn warp_task(a: &ModelArgs) -> Option<(usize, usize)> {
     if i < a.num_atoms as usize { Some((i, warp % groups)) } else { None }
 }
 
-/// s_mid = s_i + Σ_j s_j∘φs, v_mid = v_i + Σ_j (v_j∘φv1 + u⊗φv2).
-pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
-    let Some((i, g)) = warp_task(a) else { return };
+/// A row's edge as the edge passes see it: index, sender, unit vector and
+/// the filter table's weights at its length.
+struct RowEdge {
+    index: usize,
+    j: usize,
+    u: [f32; 3],
+    at: crate::filter_table::Hermite,
+}
+
+/// Calls `visit` for each edge of receiver i within the cutoff, in row order. Lanes
+/// load the geometry of 32 edges at once, then each edge is broadcast to the warp, so
+/// `visit` runs on all lanes together (it may use warp shuffles).
+#[inline(always)]
+unsafe fn for_each_row_edge(a: &ModelArgs, i: usize, mut visit: impl FnMut(&RowEdge)) {
     let lane = gpu::lane_id();
-    let h = a.hidden as usize;
-    let base = g * 32 * CH + lane;
     let cell = (*a.records.add(*a.structure_of.add(i) as usize)).cell;
     let ri = *a.positions.add(i);
-    let mut s_acc = [0.0f32; CH];
-    let mut v_acc = [[0.0f32; CH]; 3];
-    for m in 0..CH {
-        let c = base + 32 * m;
-        s_acc[m] = *a.s.add(i * h + c);
-        for x in 0..3 {
-            v_acc[x][m] = *a.v.add((i * 3 + x) * h + c);
-        }
-    }
     let (start, end) = (*a.row_ptr.add(i) as usize, *a.row_ptr.add(i + 1) as usize);
     let mut chunk = start;
     while chunk < end {
@@ -89,23 +89,46 @@ pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
             if edge.d > a.cutoff {
                 continue;
             }
-            let j = edge.j as usize;
             let de = edge.d + UNIT_EPSILON;
-            let u = [edge.r[0] / de, edge.r[1] / de, edge.r[2] / de];
-            let at = hermite(edge.d, a.table_inv_h, h);
-            for m in 0..CH {
-                let c = base + 32 * m;
-                let phi_s = value(a.table, &at, c, h);
-                let phi_v1 = value(a.table, &at, h + c, h);
-                let phi_v2 = value(a.table, &at, 2 * h + c, h);
-                s_acc[m] += *a.s.add(j * h + c) * phi_s;
-                for x in 0..3 {
-                    v_acc[x][m] += *a.v.add((j * 3 + x) * h + c) * phi_v1 + u[x] * phi_v2;
-                }
-            }
+            visit(&RowEdge {
+                index: chunk + k as usize,
+                j: edge.j as usize,
+                u: [edge.r[0] / de, edge.r[1] / de, edge.r[2] / de],
+                at: hermite(edge.d, a.table_inv_h, a.hidden as usize),
+            });
         }
         chunk += 32;
     }
+}
+
+/// s_mid = s_i + Σ_j s_j∘φs, v_mid = v_i + Σ_j (v_j∘φv1 + u⊗φv2).
+pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
+    let Some((i, g)) = warp_task(a) else { return };
+    let lane = gpu::lane_id();
+    let h = a.hidden as usize;
+    let base = g * 32 * CH + lane;
+    let mut s_acc = [0.0f32; CH];
+    let mut v_acc = [[0.0f32; CH]; 3];
+    for m in 0..CH {
+        let c = base + 32 * m;
+        s_acc[m] = *a.s.add(i * h + c);
+        for x in 0..3 {
+            v_acc[x][m] = *a.v.add((i * 3 + x) * h + c);
+        }
+    }
+    for_each_row_edge(a, i, |edge| {
+        let (j, u, at) = (edge.j, edge.u, &edge.at);
+        for m in 0..CH {
+            let c = base + 32 * m;
+            let phi_s = value(a.table, at, c, h);
+            let phi_v1 = value(a.table, at, h + c, h);
+            let phi_v2 = value(a.table, at, 2 * h + c, h);
+            s_acc[m] += *a.s.add(j * h + c) * phi_s;
+            for x in 0..3 {
+                v_acc[x][m] += *a.v.add((j * 3 + x) * h + c) * phi_v1 + u[x] * phi_v2;
+            }
+        }
+    });
     for m in 0..CH {
         let c = base + 32 * m;
         *a.s_mid.add(i * h + c) = s_acc[m];
@@ -123,8 +146,6 @@ pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
     let lane = gpu::lane_id();
     let h = a.hidden as usize;
     let base = g * 32 * CH + lane;
-    let cell = (*a.records.add(*a.structure_of.add(i) as usize)).cell;
-    let ri = *a.positions.add(i);
     let mut gs_i = [0.0f32; CH];
     let mut gv_i = [[0.0f32; CH]; 3];
     for m in 0..CH {
@@ -137,49 +158,35 @@ pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
     let mut gs_acc = gs_i;
     let mut gv_acc = gv_i;
     let adjoint = a.edge_adjoint.add(g * a.edge_capacity as usize);
-    let (start, end) = (*a.row_ptr.add(i) as usize, *a.row_ptr.add(i + 1) as usize);
-    let mut chunk = start;
-    while chunk < end {
-        let count = (end - chunk).min(32);
-        let mine = lane_edge(a, ri, &cell, chunk + lane, lane < count);
-        for k in 0..count as u32 {
-            let edge = broadcast(&mine, k);
-            if edge.d > a.cutoff {
-                continue;
+    for_each_row_edge(a, i, |edge| {
+        let (j, u, at) = (edge.j, edge.u, &edge.at);
+        let mut gd = 0.0f32;
+        let mut gu = [0.0f32; 3];
+        for m in 0..CH {
+            let c = base + 32 * m;
+            let (phi_s, dphi_s) = value_and_slope(a.table, at, c, h);
+            let (phi_v1, dphi_v1) = value_and_slope(a.table, at, h + c, h);
+            let (phi_v2, dphi_v2) = value_and_slope(a.table, at, 2 * h + c, h);
+            gs_acc[m] += *a.gs_mid.add(j * h + c) * phi_s;
+            let gphi_s = gs_i[m] * *a.s.add(j * h + c);
+            let (mut gphi_v1, mut gphi_v2) = (0.0f32, 0.0f32);
+            for x in 0..3 {
+                let row = (j * 3 + x) * h + c;
+                gv_acc[x][m] += *a.gv_mid.add(row) * phi_v1;
+                gphi_v1 += gv_i[x][m] * *a.v.add(row);
+                gphi_v2 += gv_i[x][m] * u[x];
+                gu[x] += gv_i[x][m] * phi_v2;
             }
-            let j = edge.j as usize;
-            let de = edge.d + UNIT_EPSILON;
-            let u = [edge.r[0] / de, edge.r[1] / de, edge.r[2] / de];
-            let at = hermite(edge.d, a.table_inv_h, h);
-            let mut gd = 0.0f32;
-            let mut gu = [0.0f32; 3];
-            for m in 0..CH {
-                let c = base + 32 * m;
-                let (phi_s, dphi_s) = value_and_slope(a.table, &at, c, h);
-                let (phi_v1, dphi_v1) = value_and_slope(a.table, &at, h + c, h);
-                let (phi_v2, dphi_v2) = value_and_slope(a.table, &at, 2 * h + c, h);
-                gs_acc[m] += *a.gs_mid.add(j * h + c) * phi_s;
-                let gphi_s = gs_i[m] * *a.s.add(j * h + c);
-                let (mut gphi_v1, mut gphi_v2) = (0.0f32, 0.0f32);
-                for x in 0..3 {
-                    let row = (j * 3 + x) * h + c;
-                    gv_acc[x][m] += *a.gv_mid.add(row) * phi_v1;
-                    gphi_v1 += gv_i[x][m] * *a.v.add(row);
-                    gphi_v2 += gv_i[x][m] * u[x];
-                    gu[x] += gv_i[x][m] * phi_v2;
-                }
-                gd += (gphi_s * dphi_s + gphi_v1 * dphi_v1) + gphi_v2 * dphi_v2;
-            }
-            let gd = gpu::warp_reduce_sum(gd);
-            let gu = [gpu::warp_reduce_sum(gu[0]), gpu::warp_reduce_sum(gu[1]), gpu::warp_reduce_sum(gu[2])];
-            if lane == 0 {
-                let slot = adjoint.add(chunk + k as usize);
-                let old = *slot;
-                *slot = [old[0] + gd, old[1] + gu[0], old[2] + gu[1], old[3] + gu[2]];
-            }
+            gd += (gphi_s * dphi_s + gphi_v1 * dphi_v1) + gphi_v2 * dphi_v2;
         }
-        chunk += 32;
-    }
+        let gd = gpu::warp_reduce_sum(gd);
+        let gu = [gpu::warp_reduce_sum(gu[0]), gpu::warp_reduce_sum(gu[1]), gpu::warp_reduce_sum(gu[2])];
+        if lane == 0 {
+            let slot = adjoint.add(edge.index);
+            let old = *slot;
+            *slot = [old[0] + gd, old[1] + gu[0], old[2] + gu[1], old[3] + gu[2]];
+        }
+    });
     for m in 0..CH {
         let c = base + 32 * m;
         *a.gs.add(i * h + c) = gs_acc[m];
