@@ -20,11 +20,11 @@ fn filter_table_matches_exact_filter() {
     let rc = w.config.cutoff;
     let mut rng = Rng::new(3);
     for t in 0..w.config.num_interactions {
-        let table = build(w, t);
+        let table = build(w, t).unwrap();
         let (mut worst_value, mut worst_slope, mut scale, mut slope_scale) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
         for _ in 0..400 {
             let d = rng.range(1e-3, rc as f64) as f32;
-            let (phi, dphi) = filter_with_slope(w, t, d as f64);
+            let (phi, dphi) = filter_with_slope(w, t, d as f64).unwrap();
             let at = hermite(d, inverse_spacing(rc), h);
             for q in 0..3 * h {
                 let (v, s) = unsafe { value_and_slope(table.as_ptr(), &at, q, h) };

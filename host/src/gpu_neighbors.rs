@@ -6,7 +6,7 @@
 use crate::error::{invalid_input, Error, Result};
 use crate::gpu::{grid_1d, Gpu, BLOCK_THREADS};
 use crate::neighbors::NeighborList;
-use crate::structure::{inverse, Batch};
+use crate::structure::{inverse, plane_spacing, Batch};
 use cudarc::driver::{CudaSlice, LaunchConfig};
 use mlff_kernels::cell_list::{bin_capacity, GridRecord, StructureRecord};
 use mlff_kernels::launch_args::{status, CellArgs, ScanArgs, SCAN_BLOCK_ELEMENTS, SCAN_BLOCK_THREADS};
@@ -28,9 +28,7 @@ pub fn structure_records(batch: &Batch) -> Vec<StructureRecord> {
                 Some(cell) => {
                     let inv = inverse(cell);
                     rec.inverse = std::array::from_fn(|k| inv[k / 3][k % 3] as f32);
-                    rec.plane_spacing = std::array::from_fn(|a| {
-                        (1.0 / (0..3).map(|k| inv[k][a] * inv[k][a]).sum::<f64>().sqrt()) as f32
-                    });
+                    rec.plane_spacing = plane_spacing(&inv).map(|x| x as f32);
                 }
                 None => {
                     rec.inverse = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
@@ -113,6 +111,7 @@ pub struct GpuCellList {
     pub(crate) shift: CudaSlice<i32>,
     pub(crate) reverse: CudaSlice<u32>,
     geom: Option<CudaSlice<f32>>,
+    with_geometry: bool,
     pub(crate) status: CudaSlice<u32>,
     bin_scan: Scan,
     row_scan: Scan,
@@ -162,13 +161,14 @@ impl GpuCellList {
             shift: gpu.zeros::<i32>(3)?,
             reverse: gpu.zeros::<u32>(1)?,
             geom: None,
+            with_geometry,
             status: gpu.zeros::<u32>(status::WORDS)?,
             bin_scan: Scan::new(&gpu, total_bins + 1)?,
             row_scan: Scan::new(&gpu, n + 1)?,
             edge_capacity: 0,
             gpu,
         };
-        list.reserve_edges(edge_capacity, with_geometry)?;
+        list.reserve_edges(edge_capacity)?;
         Ok(list)
     }
 
@@ -186,13 +186,13 @@ impl GpuCellList {
     }
 
     /// Grows the edge buffers to hold `capacity` edges.
-    pub fn reserve_edges(&mut self, capacity: usize, with_geometry: bool) -> Result<()> {
+    pub fn reserve_edges(&mut self, capacity: usize) -> Result<()> {
         let capacity = crate::gpu::len_u32(capacity, "edge capacity")? as usize;
         let gpu = &self.gpu;
         self.src = gpu.zeros::<u32>(capacity)?;
         self.shift = gpu.zeros::<i32>(3 * capacity)?;
         self.reverse = gpu.zeros::<u32>(capacity)?;
-        self.geom = if with_geometry { Some(gpu.zeros::<f32>(4 * capacity)?) } else { None };
+        self.geom = if self.with_geometry { Some(gpu.zeros::<f32>(4 * capacity)?) } else { None };
         self.edge_capacity = capacity;
         Ok(())
     }
@@ -259,11 +259,17 @@ impl GpuCellList {
         self.gpu.launch("mlff_cells_reverse", atoms, &args)
     }
 
+    /// Edges the last build found (`row_ptr[N]`; synchronises, copies one word).
+    pub fn num_edges(&self) -> Result<usize> {
+        let last = self.row_ptr.slice(self.num_atoms..);
+        let total = self.gpu.stream().clone_dtoh(&last).map_err(Error::cuda("reading the edge count"))?;
+        Ok(total[0] as usize)
+    }
+
     /// Reads the status words and the edge count (synchronises).
     pub fn read_status(&self) -> Result<BuildStatus> {
         let words = self.gpu.download(&self.status)?;
-        let total = self.gpu.download(&self.row_ptr)?;
-        let mut out = BuildStatus { num_edges: total[self.num_atoms], ..Default::default() };
+        let mut out = BuildStatus { num_edges: self.num_edges()? as u32, ..Default::default() };
         out.words.copy_from_slice(&words[..status::WORDS]);
         Ok(out)
     }
@@ -277,7 +283,7 @@ impl GpuCellList {
             let base = offsets.get(s).copied().unwrap_or(0);
             return invalid_input!(
                 "structure {s}: atoms {} and {} are closer than {:.0e} Å; atoms on top of each other have no defined forces",
-                i - base,
+                i.saturating_sub(base),
                 j.saturating_sub(base),
                 mlff_kernels::cell_list::MIN_DISTANCE
             );
@@ -291,20 +297,13 @@ impl GpuCellList {
     /// Builds from `positions` and, if the edges overflowed the capacity, grows it and
     /// fills again; returns the number of edges.
     pub fn build(&mut self, positions: &[[f32; 3]], structure_of: &[u32], offsets: &[usize]) -> Result<usize> {
-        if positions.len() != self.num_atoms {
-            return invalid_input!("{} positions for a list of {} atoms", positions.len(), self.num_atoms);
-        }
-        let flat: Vec<f32> = positions.iter().flatten().copied().collect();
-        let gpu = self.gpu.clone();
-        gpu.copy_to_device(&mut self.positions, &flat)?;
+        self.set_positions(positions)?;
         self.enqueue_build()?;
-        // `flat` is pageable host memory: the copy must be done before it is freed.
-        gpu.synchronize()?;
+        let gpu = self.gpu.clone();
         let mut st = self.read_status()?;
         self.check(&st, structure_of, offsets)?;
         if st.words[status::OVERFLOW] != 0 {
-            let with_geometry = self.geom.is_some();
-            self.reserve_edges(st.num_edges as usize + st.num_edges as usize / 8, with_geometry)?;
+            self.reserve_edges(st.num_edges as usize + st.num_edges as usize / 8)?;
             gpu.clear(&mut self.status)?;
             self.enqueue_fill()?;
             st = self.read_status()?;
@@ -328,6 +327,7 @@ impl GpuCellList {
         let flat: Vec<f32> = positions.iter().flatten().copied().collect();
         let gpu = self.gpu.clone();
         gpu.copy_to_device(&mut self.positions, &flat)?;
+        // `flat` is pageable host memory: the copy must be done before it is freed.
         gpu.synchronize()
     }
 
@@ -343,6 +343,9 @@ impl GpuCellList {
 
     /// The list as the CPU path stores it (downloads everything).
     pub fn to_host(&self, num_edges: usize) -> Result<NeighborList> {
+        if num_edges > self.edge_capacity {
+            return invalid_input!("{num_edges} edges asked for, the list holds at most {}", self.edge_capacity);
+        }
         let g = &self.gpu;
         let row_ptr = g.download(&self.row_ptr)?;
         let src = g.download(&self.src)?;

@@ -9,7 +9,7 @@
 //! defined by that formula alone and is symmetric bit for bit.
 
 use crate::error::{invalid_input, Error, Result};
-use crate::structure::{inverse, Batch};
+use crate::structure::{inverse, plane_spacing, Batch};
 use mlff_kernels::geometry::{edge_vector, shift_vector};
 use rayon::prelude::*;
 
@@ -89,10 +89,7 @@ fn build_grid(frac: &[[f64; 3]], cell: Option<&[[f64; 3]; 3]>, pbc: [bool; 3], c
     // Distance between adjacent lattice planes per unit of fractional coordinate.
     let spacing: [f64; 3] = match cell {
         None => [1.0; 3],
-        Some(cell) => {
-            let inv = inverse(cell);
-            std::array::from_fn(|a| 1.0 / (0..3).map(|k| inv[k][a] * inv[k][a]).sum::<f64>().sqrt())
-        }
+        Some(cell) => plane_spacing(&inverse(cell)),
     };
     let mut axes: [Axis; 3] = std::array::from_fn(|a| {
         if pbc[a] {

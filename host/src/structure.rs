@@ -99,6 +99,12 @@ pub(crate) fn inverse(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
     ]
 }
 
+/// Distance between adjacent lattice planes per unit of fractional coordinate, along
+/// each axis, from the inverse cell (1/|column a of the inverse|).
+pub(crate) fn plane_spacing(inv: &[[f64; 3]; 3]) -> [f64; 3] {
+    std::array::from_fn(|a| 1.0 / (0..3).map(|k| inv[k][a] * inv[k][a]).sum::<f64>().sqrt())
+}
+
 /// A batch: every structure's atoms in one array, with offsets.
 #[derive(Clone, Debug)]
 pub struct Batch {

@@ -2,6 +2,7 @@
 //! from the exact network, in f64 with forward-mode derivatives.
 
 use super::student::StudentWeights;
+use crate::error::{invalid_input, Result};
 use mlff_kernels::filter_table::{table_len, TABLE_INTERVALS};
 use rayon::prelude::*;
 
@@ -11,8 +12,10 @@ pub fn inverse_spacing(cutoff: f32) -> f32 {
 }
 
 /// φ(d) and dφ/dd (3H each) of block `t`, in f64.
-pub fn filter_with_slope(w: &StudentWeights, t: usize, d: f64) -> (Vec<f64>, Vec<f64>) {
-    let b = &w.interactions[t];
+pub fn filter_with_slope(w: &StudentWeights, t: usize, d: f64) -> Result<(Vec<f64>, Vec<f64>)> {
+    let Some(b) = w.interactions.get(t) else {
+        return invalid_input!("block {t} asked for, the model has {}", w.interactions.len());
+    };
     let (h, k) = (w.hidden_dim(), w.config.num_rbf);
     let rc = w.config.cutoff as f64;
     let (fc, dfc) = if d < rc {
@@ -52,20 +55,23 @@ pub fn filter_with_slope(w: &StudentWeights, t: usize, d: f64) -> (Vec<f64>, Vec
             dphi[o] += dhidden[i] * row[o] as f64;
         }
     }
-    (phi, dphi)
+    Ok((phi, dphi))
 }
 
 /// The table of block `t`.
-pub fn build(w: &StudentWeights, t: usize) -> Vec<f32> {
+pub fn build(w: &StudentWeights, t: usize) -> Result<Vec<f32>> {
+    if t >= w.interactions.len() {
+        return invalid_input!("block {t} asked for, the model has {}", w.interactions.len());
+    }
     let h = w.hidden_dim();
     let step = w.config.cutoff as f64 / TABLE_INTERVALS as f64;
     let mut table = vec![0.0f32; table_len(h)];
     table.par_chunks_mut(6 * h).enumerate().for_each(|(m, row)| {
-        let (phi, dphi) = filter_with_slope(w, t, m as f64 * step);
+        let Ok((phi, dphi)) = filter_with_slope(w, t, m as f64 * step) else { return };
         for q in 0..3 * h {
             row[q] = phi[q] as f32;
             row[3 * h + q] = (step * dphi[q]) as f32;
         }
     });
-    table
+    Ok(table)
 }

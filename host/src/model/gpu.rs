@@ -60,7 +60,7 @@ impl GpuWeights {
             .map(|t| {
                 let b = &w.interactions[t];
                 Ok(DeviceBlock {
-                    table: gpu.upload(&filter_table::build(w, t))?,
+                    table: gpu.upload(&filter_table::build(w, t)?)?,
                     update_in: DeviceLinear::new(&gpu, &b.update_in)?,
                     update_out: DeviceLinear::new(&gpu, &b.update_out)?,
                     mixing: b.mixing,
@@ -134,6 +134,8 @@ pub struct Workspace {
     atom_energy_host: Pinned<f32>,
     status_host: Pinned<u32>,
     graph: Option<(bool, CudaGraph)>,
+    /// False with `MLFF_NO_GRAPH` set (every call enqueued eagerly, e.g. to profile).
+    use_graph: bool,
     calls_of_shape: usize,
     /// Identity of the batch (numbers, cells) the workspace was made for.
     key: (Vec<u32>, Vec<StructureRecord>),
@@ -182,6 +184,7 @@ impl Workspace {
             atom_energy_host: Pinned::new(nz)?,
             status_host: Pinned::new(status::WORDS)?,
             graph: None,
+            use_graph: std::env::var_os("MLFF_NO_GRAPH").is_none(),
             calls_of_shape: 0,
             key: (batch.numbers.clone(), crate::gpu_neighbors::structure_records(batch)),
             cells,
@@ -279,34 +282,31 @@ impl Workspace {
         let base = ModelArgs { want_gradient: want_forces as u32, ..self.args(w) };
         let ta = tile_atoms(h);
         let tiles = LaunchConfig { grid_dim: (n.div_ceil(ta).max(1) as u32, 1, 1), block_dim: (h as u32, 1, 1), shared_mem_bytes: 0 };
-        let tile_kernel = |name: &str| format!("{name}_t{ta}");
         let edge_warps = grid_1d(32 * n * self.groups, 128)?;
         let ch = h / (32 * self.groups);
-        let message = kernel_name("mlff_student_message_c", ch);
-        let message_back = kernel_name("mlff_student_message_back_c", ch);
+        let (message, message_back) = message_kernels(ch);
+        let (update_kernel, update_back_kernel, readout_kernel) = tile_kernels(ta);
+        let update = LaunchConfig { shared_mem_bytes: (3 * h * ta * 4) as u32, ..tiles };
         if n > 0 {
             gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
             for t in 0..w.blocks.len() {
                 let a = self.block_args(w, &base, t);
                 gpu.launch(message, edge_warps, &a)?;
-                let update = LaunchConfig { shared_mem_bytes: (3 * h * ta * 4) as u32, ..tiles };
-                gpu.launch(leak(tile_kernel("mlff_student_update")), update, &a)?;
+                gpu.launch(update_kernel, update, &a)?;
             }
             let readout = LaunchConfig { shared_mem_bytes: ((13 * h / 4) * ta * 4) as u32, ..tiles };
-            gpu.launch(leak(tile_kernel("mlff_student_readout")), readout, &base)?;
+            gpu.launch(readout_kernel, readout, &base)?;
             if want_forces {
                 for t in (0..w.blocks.len()).rev() {
                     // The block's input state again: the embedding, or the update of the block before.
                     if t == 0 {
                         gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
                     } else {
-                        let before = self.block_args(w, &base, t - 1);
-                        let update = LaunchConfig { shared_mem_bytes: (3 * h * ta * 4) as u32, ..tiles };
-                        gpu.launch(leak(tile_kernel("mlff_student_update")), update, &before)?;
+                        gpu.launch(update_kernel, update, &self.block_args(w, &base, t - 1))?;
                     }
                     let a = ModelArgs { has_gv: (t + 1 < w.blocks.len()) as u32, ..self.block_args(w, &base, t) };
                     let back = LaunchConfig { shared_mem_bytes: (4 * h * ta * 4) as u32, ..tiles };
-                    gpu.launch(leak(tile_kernel("mlff_student_update_back")), back, &a)?;
+                    gpu.launch(update_back_kernel, back, &a)?;
                     gpu.launch(message_back, edge_warps, &a)?;
                 }
                 let atoms = grid_1d(n, BLOCK_THREADS)?;
@@ -343,7 +343,7 @@ impl Workspace {
         for (k, p) in positions.iter().enumerate() {
             self.positions_in[3 * k..3 * k + 3].copy_from_slice(p);
         }
-        let use_graph = std::env::var("MLFF_NO_GRAPH").is_err();
+        let use_graph = self.use_graph;
         self.calls_of_shape += 1;
         match &self.graph {
             Some((forces, graph)) if *forces == want_forces && use_graph => {
@@ -372,7 +372,7 @@ impl Workspace {
         let build = crate::gpu_neighbors::BuildStatus { words, num_edges: 0 };
         self.cells.check(&build, &batch.structure_of, &batch.offsets)?;
         if words[status::OVERFLOW] != 0 {
-            let total = w.gpu.download(&self.cells.row_ptr)?[self.num_atoms] as usize;
+            let total = self.cells.num_edges()?;
             self.grow_edges(w, total + total / 8)?;
             return self.run(w, positions, want_forces, batch);
         }
@@ -388,7 +388,7 @@ impl Workspace {
     }
 
     fn grow_edges(&mut self, w: &GpuWeights, capacity: usize) -> Result<()> {
-        self.cells.reserve_edges(capacity, false)?;
+        self.cells.reserve_edges(capacity)?;
         let cap = self.cells.edge_capacity();
         self.edge_adjoint = w.gpu.zeros::<f32>(4 * self.groups * cap)?;
         self.edge_grad = w.gpu.zeros::<f32>(3 * cap)?;
@@ -403,36 +403,26 @@ impl Workspace {
 
     /// Approximate device bytes this workspace holds.
     pub fn bytes(&self) -> usize {
-        let per_atom = (self.s.len() + self.v.len()) * 4 * (2 + self.s_mid.len()) + 4 * 16;
-        per_atom + self.edge_capacity() * bytes_per_edge(self.groups)
+        let hidden = self.s.len() / self.num_atoms.max(1);
+        self.num_atoms * bytes_per_atom(hidden, self.s_mid.len()) + self.edge_capacity() * bytes_per_edge(self.groups)
     }
 }
 
-fn kernel_name(prefix: &'static str, ch: usize) -> &'static str {
-    match (prefix, ch) {
-        ("mlff_student_message_c", 1) => "mlff_student_message_c1",
-        ("mlff_student_message_c", 2) => "mlff_student_message_c2",
-        ("mlff_student_message_c", 4) => "mlff_student_message_c4",
-        ("mlff_student_message_c", _) => "mlff_student_message_c8",
-        (_, 1) => "mlff_student_message_back_c1",
-        (_, 2) => "mlff_student_message_back_c2",
-        (_, 4) => "mlff_student_message_back_c4",
-        _ => "mlff_student_message_back_c8",
+/// The edge kernels for `ch` channels per lane (forward, adjoint).
+fn message_kernels(ch: usize) -> (&'static str, &'static str) {
+    match ch {
+        1 => ("mlff_student_message_c1", "mlff_student_message_back_c1"),
+        2 => ("mlff_student_message_c2", "mlff_student_message_back_c2"),
+        4 => ("mlff_student_message_c4", "mlff_student_message_back_c4"),
+        _ => ("mlff_student_message_c8", "mlff_student_message_back_c8"),
     }
 }
 
-/// Kernel names are looked up by `&'static str`; the few tile-kernel names are
-/// interned once.
-fn leak(name: String) -> &'static str {
-    use std::collections::HashSet;
-    use std::sync::Mutex;
-    static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
-    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
-    let set = names.get_or_insert_with(HashSet::new);
-    if let Some(&existing) = set.get(name.as_str()) {
-        return existing;
+/// The atom-tile kernels for tiles of `ta` atoms (update, its adjoint, readout).
+fn tile_kernels(ta: usize) -> (&'static str, &'static str, &'static str) {
+    if ta == 16 {
+        ("mlff_student_update_t16", "mlff_student_update_back_t16", "mlff_student_readout_t16")
+    } else {
+        ("mlff_student_update_t8", "mlff_student_update_back_t8", "mlff_student_readout_t8")
     }
-    let interned: &'static str = Box::leak(name.into_boxed_str());
-    set.insert(interned);
-    interned
 }

@@ -151,14 +151,16 @@ impl Model {
         chunks.push(start..structures.len());
         let same_gpu = matches!(&*state, Some((w, _)) if Arc::ptr_eq(w.gpu(), g));
         if !same_gpu {
+            // Free the old device buffers before allocating the new ones.
             *state = None;
             *state = Some((gpu::GpuWeights::new(g.clone(), &self.weights)?, None));
         }
         let Some((weights, workspace)) = state.as_mut() else { unreachable!() };
         let mut outputs = Vec::with_capacity(chunks.len());
         for chunk in chunks {
-            let (batch, _) = self.prepare_batch(&structures[chunk])?;
+            let batch = self.prepare_batch(&structures[chunk])?;
             if !workspace.as_ref().is_some_and(|ws| ws.fits(&batch)) {
+                // Free the old shape's buffers before allocating the new ones.
                 *workspace = None;
                 *workspace = Some(gpu::Workspace::new(weights, &batch)?);
             }
@@ -219,15 +221,15 @@ impl Model {
     }
 
     fn prepare(&self, structures: &[Structure]) -> Result<(Batch, NeighborList)> {
-        let (batch, ()) = self.prepare_batch(structures)?;
+        let batch = self.prepare_batch(structures)?;
         let list = self.neighbors(&batch)?;
         Ok((batch, list))
     }
 
-    fn prepare_batch(&self, structures: &[Structure]) -> Result<(Batch, ())> {
+    fn prepare_batch(&self, structures: &[Structure]) -> Result<Batch> {
         let batch = Batch::new(structures)?;
         self.weights.check_elements(&batch.numbers, &batch.structure_of)?;
-        Ok((batch, ()))
+        Ok(batch)
     }
 
     fn cpu_of<'d>(&self, device: &'d Device) -> Result<&'d crate::cpu::Cpu> {
