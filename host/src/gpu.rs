@@ -195,6 +195,30 @@ impl Gpu {
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(Error::cuda("waiting for the GPU"))
     }
+
+    /// Records the work enqueued so far; `wait_for` blocks until the GPU has passed it
+    /// (the host can work on earlier results meanwhile).
+    pub fn mark(&self) -> Result<cudarc::driver::CudaEvent> {
+        self.stream.record_event(None).map_err(Error::cuda("recording an event"))
+    }
+
+    pub fn wait_for(&self, mark: &cudarc::driver::CudaEvent) -> Result<()> {
+        mark.synchronize().map_err(Error::cuda("waiting for the GPU"))
+    }
+
+    /// Captures what `enqueue` puts on the stream as one CUDA graph (not launched).
+    pub fn capture(&self, enqueue: impl FnOnce() -> Result<()>) -> Result<cudarc::driver::CudaGraph> {
+        use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+        self.stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(Error::cuda("starting a CUDA graph capture"))?;
+        let enqueued = enqueue();
+        let captured = self.stream.end_capture(CUgraphInstantiate_flags(0));
+        enqueued?;
+        captured
+            .map_err(Error::cuda("instantiating the CUDA graph"))?
+            .ok_or_else(|| Error::Unsupported("the CUDA graph capture came back empty".into()))
+    }
 }
 
 /// A kernel argument struct, passed by value (its layout is `#[repr(C)]` in

@@ -2,11 +2,15 @@
 
 pub mod cpu;
 pub mod device;
+pub mod dynamics;
+pub mod elements;
 pub mod error;
+pub mod extxyz;
 pub mod gpu;
 pub mod gpu_neighbors;
 pub mod model;
 pub mod neighbors;
+pub mod relax;
 pub mod selftest;
 pub mod structure;
 

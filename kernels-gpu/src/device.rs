@@ -236,6 +236,30 @@ pub mod gpu {
         sync_threads();
         total
     }
+
+    /// Sums W f64 words over the block (a tree in dynamic shared memory of
+    /// W × blockDim f64); the totals are valid in thread 0. Every thread must call it;
+    /// the block size must be a power of two.
+    #[inline(always)]
+    pub unsafe fn block_sum_f64<const W: usize>(acc: [f64; W]) -> [f64; W] {
+        let shared = dynamic_shared_f32() as *mut f64;
+        let (t, threads) = (thread_idx(), block_dim());
+        for q in 0..W {
+            *shared.add(q * threads + t) = acc[q];
+        }
+        sync_threads();
+        let mut stride = threads / 2;
+        while stride > 0 {
+            if t < stride {
+                for q in 0..W {
+                    *shared.add(q * threads + t) += *shared.add(q * threads + t + stride);
+                }
+            }
+            sync_threads();
+            stride /= 2;
+        }
+        core::array::from_fn(|q| *shared.add(q * threads))
+    }
 }
 
 /// Host equivalents of the GPU primitives, with the same order of floating-point

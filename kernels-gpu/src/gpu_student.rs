@@ -516,22 +516,10 @@ pub unsafe fn structure_sums(a: &ModelArgs) {
         }
         i += threads;
     }
-    let shared = gpu::dynamic_shared_f32() as *mut f64;
-    for q in 0..STRUCTURE_OUT_WORDS {
-        *shared.add(q * threads + t) = acc[q];
-    }
-    gpu::sync_threads();
-    let mut stride = threads / 2;
-    while stride > 0 {
-        if t < stride {
-            for q in 0..STRUCTURE_OUT_WORDS {
-                *shared.add(q * threads + t) += *shared.add(q * threads + t + stride);
-            }
+    let total = gpu::block_sum_f64(acc);
+    if t == 0 {
+        for (q, x) in total.iter().enumerate() {
+            *a.structure_out.add(s * STRUCTURE_OUT_WORDS + q) = *x;
         }
-        gpu::sync_threads();
-        stride /= 2;
-    }
-    if t < STRUCTURE_OUT_WORDS {
-        *a.structure_out.add(s * STRUCTURE_OUT_WORDS + t) = *shared.add(t * threads);
     }
 }

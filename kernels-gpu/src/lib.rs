@@ -15,6 +15,7 @@ pub mod filter_table;
 pub mod geometry;
 pub mod launch_args;
 pub mod math;
+pub mod md;
 pub mod nn;
 pub mod radial;
 pub mod selftest;
@@ -22,6 +23,8 @@ pub mod student;
 
 #[cfg(target_arch = "nvptx64")]
 mod gpu_cells;
+#[cfg(target_arch = "nvptx64")]
+mod gpu_md;
 #[cfg(target_arch = "nvptx64")]
 mod gpu_scan;
 #[cfg(target_arch = "nvptx64")]

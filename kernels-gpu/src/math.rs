@@ -143,6 +143,31 @@ pub fn sin(x: f32) -> f32 {
     }
 }
 
+/// Natural logarithm of a positive normal x (the Box–Muller draws of the Langevin
+/// thermostat take it of uniforms in (0, 1]).
+#[inline(always)]
+pub fn ln(x: f32) -> f32 {
+    if !(x > 0.0) {
+        return if x == 0.0 { f32::NEG_INFINITY } else { f32::NAN };
+    }
+    if x == f32::INFINITY {
+        return x;
+    }
+    let bits = x.to_bits();
+    let mut e = ((bits >> 23) & 0xff) as i32 - 127;
+    let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    if m > core::f32::consts::SQRT_2 {
+        m *= 0.5;
+        e += 1;
+    }
+    // ln m = 2 atanh s, s = (m-1)/(m+1), |s| <= 0.172: the series to s^11 is below 1e-9.
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let p = s * (2.0 + s2 * (2.0 / 3.0 + s2 * (0.4 + s2 * (2.0 / 7.0 + s2 * (2.0 / 9.0 + s2 * (2.0 / 11.0))))));
+    let ef = e as f32;
+    (ef * LN2_HI + p) + ef * LN2_LO
+}
+
 /// Logistic sigmoid 1 / (1 + e^-x), stable for large |x|.
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
@@ -188,6 +213,18 @@ mod tests {
         assert_eq!(exp(-200.0), 0.0);
         assert!(exp(100.0).is_infinite());
         assert!(exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn ln_matches_f64() {
+        let mut x = 1.0e-30f32;
+        while x < 1.0e30 {
+            let want = (x as f64).ln();
+            assert!((ln(x) as f64 - want).abs() <= 2.5e-7 * want.abs().max(1.0), "ln({x}) = {} vs {want}", ln(x));
+            x *= 1.0173;
+        }
+        assert_eq!(ln(1.0), 0.0);
+        assert!(ln(0.0).is_infinite() && ln(-1.0).is_nan());
     }
 
     #[test]

@@ -82,8 +82,8 @@ pub unsafe extern "ptx-kernel" fn mlff_selftest_shared_reverse(input: *const f32
 
 // ---- Neighbour search -------------------------------------------------------------
 
-use crate::launch_args::{CellArgs, ModelArgs, ScanArgs};
-use crate::{gpu_cells, gpu_scan, gpu_student};
+use crate::launch_args::{CellArgs, MdArgs, ModelArgs, ScanArgs};
+use crate::{gpu_cells, gpu_md, gpu_scan, gpu_student};
 
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn mlff_cells_grid(a: CellArgs) {
@@ -159,4 +159,24 @@ pub unsafe extern "ptx-kernel" fn mlff_student_structure_sums(a: ModelArgs) {
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn mlff_cells_brute_force_count(a: CellArgs) {
     gpu_cells::brute_force_count_kernel(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_md_kick_drift(a: MdArgs) {
+    gpu_md::kick_drift(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_md_kick(a: MdArgs) {
+    gpu_md::kick(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_md_save(a: MdArgs) {
+    gpu_md::save(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_md_restore(a: MdArgs) {
+    gpu_md::restore(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_md_kinetic(a: MdArgs) {
+    gpu_md::kinetic(&a)
 }

@@ -63,38 +63,18 @@ pub fn shared_model_path() -> std::path::PathBuf {
     shared_dir().join("models/student-orbv2-h128.safetensors")
 }
 
-pub fn element_number(symbol: &str) -> u32 {
-    const SYMBOLS: [&str; 18] =
-        ["H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "Ar"];
-    SYMBOLS.iter().position(|s| *s == symbol).map(|p| p as u32 + 1).unwrap_or_else(|| panic!("element {symbol}"))
-}
-
-/// Reads `reference/student-g2.extxyz` (species, pos, forces; energy= and name= in the comment).
+/// Reads `reference/student-g2.extxyz` (species, pos, forces; energy= and name= in
+/// the comment) with the engine's own extended-XYZ reader.
 pub fn reference_frames() -> Vec<ReferenceFrame> {
     let path = shared_dir().join("reference/student-g2.extxyz");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = text.lines();
-    let mut frames = Vec::new();
-    while let Some(count) = lines.next() {
-        if count.trim().is_empty() {
-            continue;
-        }
-        let n: usize = count.trim().parse().expect("atom count");
-        let comment = lines.next().expect("comment line");
-        let field = |key: &str| {
-            comment.split_whitespace().find_map(|kv| kv.strip_prefix(key)).map(str::to_string).expect(key)
-        };
-        let energy: f64 = field("energy=").parse().expect("energy");
-        let name = field("name=");
-        let (mut numbers, mut positions, mut forces) = (vec![], vec![], vec![]);
-        for _ in 0..n {
-            let cols: Vec<&str> = lines.next().expect("atom line").split_whitespace().collect();
-            numbers.push(element_number(cols[0]));
-            let num = |k: usize| cols[k].parse::<f64>().expect("number");
-            positions.push([num(1), num(2), num(3)]);
-            forces.push([num(4), num(5), num(6)]);
-        }
-        frames.push(ReferenceFrame { name, structure: mlff::Structure::molecule(numbers, positions), energy, forces });
-    }
-    frames
+    mlff::extxyz::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .map(|f| ReferenceFrame {
+            name: f.info.iter().find(|(k, _)| k == "name").map(|(_, v)| v.clone()).expect("name="),
+            energy: f.energy.expect("energy="),
+            forces: f.forces.expect("forces column"),
+            structure: f.structure,
+        })
+        .collect()
 }

@@ -9,8 +9,6 @@ use crate::error::{invalid_input, Error, Result};
 use crate::gpu::{grid_1d, Gpu, Pinned, BLOCK_THREADS};
 use crate::gpu_neighbors::GpuCellList;
 use crate::structure::Batch;
-use cudarc::driver::sys::CUgraphInstantiate_flags;
-use cudarc::driver::sys::CUstreamCaptureMode;
 use cudarc::driver::{CudaGraph, CudaSlice, LaunchConfig};
 use mlff_kernels::cell_list::StructureRecord;
 use mlff_kernels::launch_args::{status, ModelArgs, STRUCTURE_OUT_WORDS};
@@ -109,7 +107,7 @@ fn tile_atoms(hidden: usize) -> usize {
 
 /// Buffers of one batch shape, reused across calls.
 pub struct Workspace {
-    cells: GpuCellList,
+    pub(crate) cells: GpuCellList,
     num_atoms: usize,
     num_structures: usize,
     groups: usize,
@@ -126,8 +124,8 @@ pub struct Workspace {
     edge_grad: CudaSlice<f32>,
     atom_energy: CudaSlice<f32>,
     atom_virial: CudaSlice<f32>,
-    forces: CudaSlice<f32>,
-    structure_out: CudaSlice<f64>,
+    pub(crate) forces: CudaSlice<f32>,
+    pub(crate) structure_out: CudaSlice<f64>,
     positions_in: Pinned<f32>,
     structure_out_host: Pinned<f64>,
     forces_host: Pinned<f32>,
@@ -269,15 +267,37 @@ impl Workspace {
         }
     }
 
-    /// Enqueues one whole call (positions already in `positions_in`).
+    /// Enqueues one whole call (positions already in `positions_in`), results copied
+    /// into the pinned output buffers.
     fn enqueue(&mut self, w: &GpuWeights, want_forces: bool) -> Result<()> {
         let gpu = w.gpu.clone();
         gpu.copy_to_device(&mut self.cells.positions, &self.positions_in)?;
+        self.enqueue_model(w, want_forces)?;
+        self.enqueue_structure_sums(w, want_forces)?;
+        if self.num_structures > 0 {
+            gpu.copy_to_host(&mut self.structure_out_host, &self.structure_out)?;
+        }
+        if self.num_atoms > 0 {
+            gpu.copy_to_host(&mut self.atom_energy_host, &self.atom_energy)?;
+            if want_forces {
+                gpu.copy_to_host(&mut self.forces_host, &self.forces)?;
+            }
+        }
+        gpu.copy_to_host(&mut self.status_host, &self.cells.status)
+    }
+
+    /// Enqueues the neighbour search and the model at the device positions: atom
+    /// energies, and with `want_forces` the forces and per-atom virials.
+    pub(crate) fn enqueue_model(&mut self, w: &GpuWeights, want_forces: bool) -> Result<()> {
+        let gpu = w.gpu.clone();
         self.cells.enqueue_build()?;
         if want_forces {
             gpu.clear(&mut self.edge_adjoint)?;
         }
         let n = self.num_atoms;
+        if n == 0 {
+            return Ok(());
+        }
         let h = w.hidden;
         let base = ModelArgs { want_gradient: want_forces as u32, ..self.args(w) };
         let ta = tile_atoms(h);
@@ -287,51 +307,47 @@ impl Workspace {
         let (message, message_back) = message_kernels(ch);
         let (update_kernel, update_back_kernel, readout_kernel) = tile_kernels(ta);
         let update = LaunchConfig { shared_mem_bytes: (3 * h * ta * 4) as u32, ..tiles };
-        if n > 0 {
-            gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
-            for t in 0..w.blocks.len() {
-                let a = self.block_args(w, &base, t);
-                gpu.launch(message, edge_warps, &a)?;
-                gpu.launch(update_kernel, update, &a)?;
-            }
-            let readout = LaunchConfig { shared_mem_bytes: ((13 * h / 4) * ta * 4) as u32, ..tiles };
-            gpu.launch(readout_kernel, readout, &base)?;
-            if want_forces {
-                for t in (0..w.blocks.len()).rev() {
-                    // The block's input state again: the embedding, or the update of the block before.
-                    if t == 0 {
-                        gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
-                    } else {
-                        gpu.launch(update_kernel, update, &self.block_args(w, &base, t - 1))?;
-                    }
-                    let a = ModelArgs { has_gv: (t + 1 < w.blocks.len()) as u32, ..self.block_args(w, &base, t) };
-                    let back = LaunchConfig { shared_mem_bytes: (4 * h * ta * 4) as u32, ..tiles };
-                    gpu.launch(update_back_kernel, back, &a)?;
-                    gpu.launch(message_back, edge_warps, &a)?;
+        gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
+        for t in 0..w.blocks.len() {
+            let a = self.block_args(w, &base, t);
+            gpu.launch(message, edge_warps, &a)?;
+            gpu.launch(update_kernel, update, &a)?;
+        }
+        let readout = LaunchConfig { shared_mem_bytes: ((13 * h / 4) * ta * 4) as u32, ..tiles };
+        gpu.launch(readout_kernel, readout, &base)?;
+        if want_forces {
+            for t in (0..w.blocks.len()).rev() {
+                // The block's input state again: the embedding, or the update of the block before.
+                if t == 0 {
+                    gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
+                } else {
+                    gpu.launch(update_kernel, update, &self.block_args(w, &base, t - 1))?;
                 }
-                let atoms = grid_1d(n, BLOCK_THREADS)?;
-                gpu.launch("mlff_student_edge_gradients", atoms, &base)?;
-                gpu.launch("mlff_student_forces", atoms, &base)?;
+                let a = ModelArgs { has_gv: (t + 1 < w.blocks.len()) as u32, ..self.block_args(w, &base, t) };
+                let back = LaunchConfig { shared_mem_bytes: (4 * h * ta * 4) as u32, ..tiles };
+                gpu.launch(update_back_kernel, back, &a)?;
+                gpu.launch(message_back, edge_warps, &a)?;
             }
+            let atoms = grid_1d(n, BLOCK_THREADS)?;
+            gpu.launch("mlff_student_edge_gradients", atoms, &base)?;
+            gpu.launch("mlff_student_forces", atoms, &base)?;
         }
-        if self.num_structures > 0 {
-            let sums_args = ModelArgs { atom_virial: if want_forces { base.atom_virial } else { std::ptr::null_mut() }, ..base };
-            let per_structure = LaunchConfig {
-                grid_dim: (self.num_structures as u32, 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: (256 * STRUCTURE_OUT_WORDS * 8) as u32,
-            };
-            gpu.launch("mlff_student_structure_sums", per_structure, &sums_args)?;
-            gpu.copy_to_host(&mut self.structure_out_host, &self.structure_out)?;
-        }
-        if n > 0 {
-            gpu.copy_to_host(&mut self.atom_energy_host, &self.atom_energy)?;
-            if want_forces {
-                gpu.copy_to_host(&mut self.forces_host, &self.forces)?;
-            }
-        }
-        gpu.copy_to_host(&mut self.status_host, &self.cells.status)?;
         Ok(())
+    }
+
+    /// Enqueues the per-structure energies (and virials, after a pass with forces).
+    pub(crate) fn enqueue_structure_sums(&self, w: &GpuWeights, with_virials: bool) -> Result<()> {
+        if self.num_structures == 0 {
+            return Ok(());
+        }
+        let base = self.args(w);
+        let sums_args = ModelArgs { atom_virial: if with_virials { base.atom_virial } else { std::ptr::null_mut() }, ..base };
+        let per_structure = LaunchConfig {
+            grid_dim: (self.num_structures as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: (256 * STRUCTURE_OUT_WORDS * 8) as u32,
+        };
+        w.gpu.launch("mlff_student_structure_sums", per_structure, &sums_args)
     }
 
     /// Evaluates the batch at `positions` (one call; a graph replay when the shape
@@ -351,16 +367,8 @@ impl Workspace {
             }
             _ if use_graph && self.calls_of_shape >= 2 => {
                 self.graph = None;
-                let stream = w.gpu.stream().clone();
-                stream
-                    .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-                    .map_err(Error::cuda("starting a CUDA graph capture"))?;
-                let enqueued = self.enqueue(w, want_forces);
-                let captured = stream.end_capture(CUgraphInstantiate_flags(0));
-                enqueued?;
-                let graph = captured
-                    .map_err(Error::cuda("instantiating the CUDA graph"))?
-                    .ok_or_else(|| Error::Unsupported("the CUDA graph capture came back empty".into()))?;
+                let gpu = w.gpu.clone();
+                let graph = gpu.capture(|| self.enqueue(w, want_forces))?;
                 graph.launch().map_err(Error::cuda("launching the CUDA graph"))?;
                 self.graph = Some((want_forces, graph));
             }
@@ -387,7 +395,7 @@ impl Workspace {
         Ok(GpuOutput { energies, atom_energies: self.atom_energy_host[..n].to_vec(), forces, virials })
     }
 
-    fn grow_edges(&mut self, w: &GpuWeights, capacity: usize) -> Result<()> {
+    pub(crate) fn grow_edges(&mut self, w: &GpuWeights, capacity: usize) -> Result<()> {
         self.cells.reserve_edges(capacity)?;
         let cap = self.cells.edge_capacity();
         self.edge_adjoint = w.gpu.zeros::<f32>(4 * self.groups * cap)?;

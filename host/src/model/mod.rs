@@ -1,6 +1,7 @@
 //! The public model API: load a model file, evaluate batches of structures.
 
 pub mod cpu;
+pub mod demo;
 pub mod filter_table;
 pub mod gpu;
 pub mod student;
@@ -77,6 +78,11 @@ impl Model {
         )?;
         let weights = StudentWeights::from_safetensors(&st, config)?;
         Ok(Model { weights, metadata, gpu_state: GpuState::default() })
+    }
+
+    /// A model from weights in memory (`metadata` as a file would carry it).
+    pub fn from_weights(weights: StudentWeights, metadata: HashMap<String, String>) -> Self {
+        Model { weights, metadata, gpu_state: GpuState::default() }
     }
 
     pub fn architecture(&self) -> &str {
@@ -226,7 +232,7 @@ impl Model {
         Ok((batch, list))
     }
 
-    fn prepare_batch(&self, structures: &[Structure]) -> Result<Batch> {
+    pub(crate) fn prepare_batch(&self, structures: &[Structure]) -> Result<Batch> {
         let batch = Batch::new(structures)?;
         self.weights.check_elements(&batch.numbers, &batch.structure_of)?;
         Ok(batch)

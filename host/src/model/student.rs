@@ -220,3 +220,51 @@ impl StudentWeights {
         Ok(())
     }
 }
+
+impl StudentWeights {
+    /// The weights in our safetensors layout (f32, PyTorch names and shapes), with
+    /// `architecture` and `config` added to `metadata`.
+    pub fn to_safetensors(&self, mut metadata: std::collections::HashMap<String, String>) -> Result<Vec<u8>> {
+        use safetensors::tensor::TensorView;
+        let c = &self.config;
+        metadata.insert("architecture".into(), ARCHITECTURE.into());
+        metadata.insert(
+            "config".into(),
+            format!(
+                "{{\"hidden_dim\": {}, \"num_interactions\": {}, \"num_rbf\": {}, \"cutoff\": {}, \"max_z\": {}}}",
+                c.hidden_dim, c.num_interactions, c.num_rbf, c.cutoff, c.max_z
+            ),
+        );
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut push = |name: String, shape: Vec<usize>, values: &[f32]| {
+            tensors.push((name, shape, values.iter().flat_map(|x| x.to_le_bytes()).collect()));
+        };
+        let push_linear = |push: &mut dyn FnMut(String, Vec<usize>, &[f32]), prefix: String, l: &Linear| {
+            push(format!("{prefix}.weight"), vec![l.bias.len(), l.inputs()], &l.weight());
+            push(format!("{prefix}.bias"), vec![l.bias.len()], &l.bias);
+        };
+        push("rbf.centers".into(), vec![c.num_rbf], &self.centers);
+        push("rbf.widths".into(), vec![c.num_rbf], &self.widths);
+        push("embedding.weight".into(), vec![c.max_z + 1, c.hidden_dim], &self.embedding);
+        for (t, b) in self.interactions.iter().enumerate() {
+            let p = format!("interactions.{t}");
+            push_linear(&mut push, format!("{p}.message.rbf_to_scalar.0"), &b.filter_in);
+            push_linear(&mut push, format!("{p}.message.rbf_to_scalar.2"), &b.filter_out);
+            push_linear(&mut push, format!("{p}.update.update_mlp.0"), &b.update_in);
+            push_linear(&mut push, format!("{p}.update.update_mlp.2"), &b.update_out);
+            push(format!("{p}.update.mixing_matrix"), vec![3, 3], &b.mixing);
+        }
+        for (k, l) in self.head.iter().enumerate() {
+            push_linear(&mut push, format!("energy_head.{}", 2 * k), l);
+        }
+        let views = tensors
+            .iter()
+            .map(|(name, shape, bytes)| {
+                TensorView::new(Dtype::F32, shape.clone(), bytes)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| Error::InvalidModel(format!("tensor `{name}`: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        safetensors::serialize(views, Some(metadata)).map_err(|e| Error::InvalidModel(format!("serialising: {e}")))
+    }
+}

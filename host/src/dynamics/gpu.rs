@@ -1,0 +1,295 @@
+//! MD with the state resident on the GPU. A chunk of k steps (save, then k ×
+//! [kick + drift, neighbour search + model, kick], then the energies) is one CUDA
+//! graph; its report is copied into one of two pinned slots while the next chunk
+//! runs. A step whose neighbour search faults (edges overflowing the buffers, atoms
+//! on top of each other) freezes the state on the device; the host then grows the
+//! buffers and replays from the chunk's saved state, or reports the error.
+
+use super::Report;
+use crate::error::{invalid_input, Error, Result};
+use crate::gpu::{grid_1d, Gpu, Pinned, BLOCK_THREADS};
+use crate::model::gpu::{GpuWeights, Workspace};
+use crate::model::Model;
+use crate::structure::Batch;
+use cudarc::driver::{CudaEvent, CudaGraph, CudaSlice, LaunchConfig};
+use mlff_kernels::cell_list::StructureRecord;
+use mlff_kernels::launch_args::{md_clock, md_status, status, MdArgs, STRUCTURE_OUT_WORDS};
+use mlff_kernels::md::Integrator;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// One report's pinned host copies.
+struct ReportSlot {
+    positions: Pinned<f32>,
+    velocities: Pinned<f32>,
+    forces: Pinned<f32>,
+    structure_out: Pinned<f64>,
+    kinetic: Pinned<f64>,
+    md_status: Pinned<u32>,
+    clock: Pinned<u64>,
+    mark: Option<CudaEvent>,
+}
+
+impl ReportSlot {
+    fn new(atoms: usize, structures: usize) -> Result<Self> {
+        Ok(ReportSlot {
+            positions: Pinned::new(3 * atoms)?,
+            velocities: Pinned::new(3 * atoms)?,
+            forces: Pinned::new(3 * atoms)?,
+            structure_out: Pinned::new(STRUCTURE_OUT_WORDS * structures)?,
+            kinetic: Pinned::new(structures)?,
+            md_status: Pinned::new(md_status::WORDS)?,
+            clock: Pinned::new(md_clock::WORDS)?,
+            mark: None,
+        })
+    }
+}
+
+/// Reads a flat N×3 array as N points.
+fn points(flat: &[f32]) -> &[[f32; 3]] {
+    // [f32; 3] has f32's alignment and no padding.
+    unsafe { std::slice::from_raw_parts(flat.as_ptr() as *const [f32; 3], flat.len() / 3) }
+}
+
+pub(super) struct GpuDynamics {
+    gpu: Arc<Gpu>,
+    weights: GpuWeights,
+    workspace: Workspace,
+    velocities: CudaSlice<f32>,
+    masses: CudaSlice<f32>,
+    saved: CudaSlice<f32>,
+    clock: CudaSlice<u64>,
+    md_status: CudaSlice<u32>,
+    kinetic: CudaSlice<f64>,
+    integrator: Integrator,
+    /// Chunk graphs by their number of steps.
+    graphs: Vec<(u64, CudaGraph)>,
+    slots: [ReportSlot; 2],
+    potential: Vec<f64>,
+    kinetic_host: Vec<f64>,
+    /// Steps taken (the device clock's value between runs).
+    step: u64,
+}
+
+impl GpuDynamics {
+    pub(super) fn new(gpu: Arc<Gpu>, model: &Model, batch: &Batch, masses: &[f32], integrator: Integrator) -> Result<Self> {
+        let (n, s) = (batch.num_atoms(), batch.num_structures());
+        let weights = GpuWeights::new(gpu.clone(), model.weights())?;
+        let mut workspace = Workspace::new(&weights, batch)?;
+        // The first forces; this also grows the edge buffers to the start's needs.
+        workspace.run(&weights, &batch.positions, true, batch)?;
+        // Headroom, so that a denser moment of the trajectory rarely has to replay.
+        let edges = workspace.cells.num_edges()?;
+        let wanted = edges + edges / 4 + 256;
+        if workspace.edge_capacity() < wanted {
+            workspace.grow_edges(&weights, wanted)?;
+        }
+        let masses_dev = gpu.upload(if masses.is_empty() { &[1.0f32][..] } else { masses })?;
+        Ok(GpuDynamics {
+            velocities: gpu.zeros::<f32>(3 * n.max(1))?,
+            masses: masses_dev,
+            saved: gpu.zeros::<f32>(9 * n.max(1))?,
+            clock: gpu.zeros::<u64>(md_clock::WORDS)?,
+            md_status: gpu.zeros::<u32>(md_status::WORDS)?,
+            kinetic: gpu.zeros::<f64>(s.max(1))?,
+            integrator,
+            graphs: Vec::new(),
+            slots: [ReportSlot::new(n, s)?, ReportSlot::new(n, s)?],
+            potential: vec![0.0; s],
+            kinetic_host: vec![0.0; s],
+            step: 0,
+            weights,
+            workspace,
+            gpu,
+        })
+    }
+
+    fn args(&self) -> MdArgs {
+        let g = &self.gpu;
+        let ws = &self.workspace;
+        MdArgs {
+            positions: g.address(&ws.cells.positions) as *mut [f32; 3],
+            velocities: g.address(&self.velocities) as *mut [f32; 3],
+            forces: g.address(&ws.forces) as *mut [f32; 3],
+            masses: g.address(&self.masses),
+            records: g.address(&ws.cells.records) as *const StructureRecord,
+            saved: g.address(&self.saved) as *mut [f32; 9],
+            clock: g.address(&self.clock),
+            md_status: g.address(&self.md_status),
+            cell_status: g.address(&ws.cells.status),
+            kinetic: g.address(&self.kinetic),
+            integrator: self.integrator,
+            num_atoms: ws.cells.num_atoms() as u32,
+            num_structures: self.potential.len() as u32,
+        }
+    }
+
+    pub(super) fn set_velocities(&mut self, v: &[[f32; 3]]) -> Result<()> {
+        let flat: Vec<f32> = v.iter().flatten().copied().collect();
+        self.gpu.copy_to_device(&mut self.velocities, &flat)?;
+        // `flat` is pageable memory: the copy must be done before it is dropped.
+        self.gpu.synchronize()
+    }
+
+    fn atoms_config(&self) -> Result<LaunchConfig> {
+        grid_1d(self.workspace.cells.num_atoms(), BLOCK_THREADS)
+    }
+
+    fn enqueue_energies(&self) -> Result<()> {
+        self.workspace.enqueue_structure_sums(&self.weights, true)?;
+        let structures = self.potential.len();
+        if structures == 0 {
+            return Ok(());
+        }
+        let per_structure = LaunchConfig { grid_dim: (structures as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 256 * 8 };
+        self.gpu.launch("mlff_md_kinetic", per_structure, &self.args())
+    }
+
+    /// Enqueues `steps` steps, starting with a save of the state to return to.
+    fn enqueue_chunk(&mut self, steps: u64) -> Result<()> {
+        let atoms = self.atoms_config()?;
+        let args = self.args();
+        self.gpu.launch("mlff_md_save", atoms, &args)?;
+        for _ in 0..steps {
+            self.gpu.launch("mlff_md_kick_drift", atoms, &args)?;
+            self.workspace.enqueue_model(&self.weights, true)?;
+            self.gpu.launch("mlff_md_kick", atoms, &args)?;
+        }
+        self.enqueue_energies()
+    }
+
+    fn launch_chunk(&mut self, steps: u64) -> Result<()> {
+        if !self.graphs.iter().any(|(k, _)| *k == steps) {
+            let gpu = self.gpu.clone();
+            let graph = gpu.capture(|| self.enqueue_chunk(steps))?;
+            self.graphs.push((steps, graph));
+        }
+        let (_, graph) = self.graphs.iter().find(|(k, _)| *k == steps).ok_or_else(|| Error::Unsupported("no MD graph".into()))?;
+        graph.launch().map_err(Error::cuda("replaying the MD graph"))
+    }
+
+    /// Enqueues the copies of the state into `slot` and marks their end.
+    fn enqueue_report(&mut self, slot: usize) -> Result<()> {
+        let g = self.gpu.clone();
+        let ws = &self.workspace;
+        let r = &mut self.slots[slot];
+        if ws.cells.num_atoms() > 0 {
+            g.copy_to_host(&mut r.positions, &ws.cells.positions)?;
+            g.copy_to_host(&mut r.velocities, &self.velocities)?;
+            g.copy_to_host(&mut r.forces, &ws.forces)?;
+        }
+        if !self.potential.is_empty() {
+            g.copy_to_host(&mut r.structure_out, &ws.structure_out)?;
+            g.copy_to_host(&mut r.kinetic, &self.kinetic)?;
+        }
+        g.copy_to_host(&mut r.md_status, &self.md_status)?;
+        g.copy_to_host(&mut r.clock, &self.clock)?;
+        r.mark = Some(g.mark()?);
+        Ok(())
+    }
+
+    fn show<T>(&mut self, slot: usize, batch: &Batch, dt: f64, look: impl FnOnce(&Report) -> T) -> T {
+        let r = &self.slots[slot];
+        for s in 0..self.potential.len() {
+            self.potential[s] = r.structure_out[s * STRUCTURE_OUT_WORDS];
+            self.kinetic_host[s] = r.kinetic[s];
+        }
+        let step = r.clock[md_clock::STEP];
+        look(&Report {
+            step,
+            time: step as f64 * dt,
+            offsets: &batch.offsets,
+            numbers: &batch.numbers,
+            positions: points(&r.positions),
+            velocities: points(&r.velocities),
+            forces: points(&r.forces),
+            potential: &self.potential,
+            kinetic: &self.kinetic_host,
+        })
+    }
+
+    pub(super) fn current<T>(&mut self, batch: &Batch, dt: f64, look: impl FnOnce(&Report) -> T) -> Result<T> {
+        self.enqueue_energies()?;
+        self.enqueue_report(0)?;
+        self.gpu.synchronize()?;
+        Ok(self.show(0, batch, dt, look))
+    }
+
+    pub(super) fn run(
+        &mut self,
+        batch: &Batch,
+        dt: f64,
+        steps: u64,
+        every: u64,
+        on_report: &mut dyn FnMut(&Report) -> Result<()>,
+    ) -> Result<()> {
+        let first_step = self.step;
+        let mut launched = 0u64;
+        let mut chunk = 0usize;
+        // (slot, steps launched up to and including this chunk)
+        let mut pending: VecDeque<(usize, u64)> = VecDeque::new();
+        while launched < steps || !pending.is_empty() {
+            if launched < steps && pending.len() < 2 {
+                let k = every.min(steps - launched);
+                let slot = chunk % 2;
+                self.launch_chunk(k)?;
+                self.enqueue_report(slot)?;
+                launched += k;
+                chunk += 1;
+                pending.push_back((slot, launched));
+                continue;
+            }
+            let Some((slot, _)) = pending.pop_front() else { break };
+            let mark = self.slots[slot].mark.take().ok_or_else(|| Error::Unsupported("MD report without a mark".into()))?;
+            self.gpu.wait_for(&mark)?;
+            if self.slots[slot].md_status[md_status::FROZEN] != 0 {
+                // Later chunks ran frozen; wait for them, mend, and go back.
+                self.gpu.synchronize()?;
+                let saved_step = self.slots[slot].clock[md_clock::SAVED_STEP];
+                self.recover(slot, batch)?;
+                launched = saved_step - first_step;
+                pending.clear();
+                for s in &mut self.slots {
+                    s.mark = None;
+                }
+                chunk = 0;
+                continue;
+            }
+            self.show(slot, batch, dt, |r| on_report(r))?;
+        }
+        self.step = first_step + steps;
+        Ok(())
+    }
+
+    pub(super) fn resize_edge_buffers(&mut self, capacity: usize) -> Result<()> {
+        self.workspace.grow_edges(&self.weights, capacity.max(1))?;
+        self.graphs.clear();
+        Ok(())
+    }
+
+    /// Handles a frozen state: an error for atoms on top of each other, bigger edge
+    /// buffers for an overflow; then back to the saved state.
+    fn recover(&mut self, slot: usize, batch: &Batch) -> Result<()> {
+        let r = &self.slots[slot];
+        let words: [u32; status::WORDS] = std::array::from_fn(|k| r.md_status[md_status::CELL_STATUS + k]);
+        let fault_step = r.clock[md_clock::FAULT_STEP] + 1;
+        let build = crate::gpu_neighbors::BuildStatus { words, num_edges: 0 };
+        self.workspace
+            .cells
+            .check(&build, &batch.structure_of, &batch.offsets)
+            .map_err(|e| match e {
+                Error::InvalidInput(m) => Error::InvalidInput(format!("MD step {fault_step}: {m}")),
+                other => other,
+            })?;
+        if words[status::OVERFLOW] == 0 {
+            return invalid_input!("internal: MD step {fault_step} froze without a known cause ({words:?})");
+        }
+        // The frozen steps kept rebuilding at the faulting positions: row_ptr[N] is their need.
+        let edges = self.workspace.cells.num_edges()?;
+        self.workspace.grow_edges(&self.weights, edges + edges / 4 + 256)?;
+        self.graphs.clear();
+        let atoms = self.atoms_config()?;
+        self.gpu.launch("mlff_md_restore", atoms, &self.args())?;
+        self.gpu.synchronize()
+    }
+}

@@ -1,0 +1,109 @@
+//! `mlff bench`: energy + forces timings of a few sizes on the bundled model (or
+//! another), on the CPU path and, where there is one, the GPU. Medians of repeated
+//! calls after one warm-up call.
+
+use crate::load_model;
+use mlff::{Device, Model, Structure};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Model file, or `default`
+    #[arg(long, default_value = "default")]
+    model: String,
+    /// Seconds to spend on each case and device (at least 3 calls)
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+    /// Leave out the GPU (or the CPU)
+    #[arg(long)]
+    no_gpu: bool,
+    #[arg(long)]
+    no_cpu: bool,
+}
+
+/// The 24-atom benzene dimer of `data/molecules.xyz`.
+fn dimer() -> mlff::Result<Structure> {
+    let frames = mlff::extxyz::parse(mlff::SAMPLE_MOLECULES, "data/molecules.xyz")?;
+    frames
+        .into_iter()
+        .map(|f| f.structure)
+        .find(|s| s.len() == 24)
+        .ok_or_else(|| mlff::Error::InvalidInput("no 24-atom molecule in the samples".into()))
+}
+
+/// The 64-water box repeated `k` times along each axis.
+fn water_box(k: usize) -> mlff::Result<Structure> {
+    let base = mlff::extxyz::parse(mlff::SAMPLE_WATER_BOX, "data/water-box.xyz")?.remove(0).structure;
+    let cell = base.cell.ok_or_else(|| mlff::Error::InvalidInput("the water box has no cell".into()))?;
+    let mut out = Structure::periodic(Vec::new(), Vec::new(), cell.map(|r| r.map(|x| x * k as f64)), [true; 3]);
+    for (a, b, c) in (0..k).flat_map(|a| (0..k).flat_map(move |b| (0..k).map(move |c| (a, b, c)))) {
+        let shift: [f64; 3] = std::array::from_fn(|x| a as f64 * cell[0][x] + b as f64 * cell[1][x] + c as f64 * cell[2][x]);
+        out.numbers.extend(&base.numbers);
+        out.positions.extend(base.positions.iter().map(|p| std::array::from_fn(|x| p[x] + shift[x])));
+    }
+    Ok(out)
+}
+
+/// Median seconds per call.
+fn time(model: &Model, device: &Device, structures: &[Structure], budget: Duration) -> mlff::Result<f64> {
+    model.evaluate(device, structures)?;
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < 3 || (start.elapsed() < budget && samples.len() < 200) {
+        let t = Instant::now();
+        model.evaluate(device, structures)?;
+        samples.push(t.elapsed().as_secs_f64());
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[samples.len() / 2])
+}
+
+fn show(seconds: Option<f64>, structures: usize) -> String {
+    match seconds {
+        None => "—".to_string(),
+        Some(t) if structures > 1 => format!("{:.3} ms ({:.1} µs/structure)", t * 1e3, t * 1e6 / structures as f64),
+        Some(t) => format!("{:.3} ms", t * 1e3),
+    }
+}
+
+pub fn run(args: &BenchArgs) -> mlff::Result<()> {
+    let model = load_model(&args.model)?;
+    let gpu = if args.no_gpu {
+        None
+    } else {
+        match Device::gpu(0) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("bench: no GPU ({e}); CPU only");
+                None
+            }
+        }
+    };
+    let cpu = if args.no_cpu { None } else { Some(Device::cpu()?) };
+    let budget = Duration::from_secs_f64(args.seconds.max(0.0));
+    let dimer = dimer()?;
+    let cases: Vec<(&str, Vec<Structure>, bool)> = vec![
+        ("benzene dimer", vec![dimer.clone()], true),
+        ("256 × benzene dimer", vec![dimer; 256], true),
+        ("water box 2×2×2 (periodic)", vec![water_box(2)?], true),
+        ("water box 4×4×4 (periodic)", vec![water_box(4)?], false),
+    ];
+    println!("model: {} (H={}, T={}), energy + forces, median per call", args.model, model.config().hidden_dim, model.config().num_interactions);
+    if let Some(Device::Gpu(g)) = &gpu {
+        println!("GPU: {}", g.name());
+    }
+    println!("{:<30} {:>8} {:>28} {:>28}", "case", "atoms", "CPU", "GPU");
+    for (name, structures, on_cpu) in &cases {
+        let atoms: usize = structures.iter().map(|s| s.len()).sum();
+        let cpu_time = match (&cpu, on_cpu) {
+            (Some(d), true) => Some(time(&model, d, structures, budget)?),
+            _ => None,
+        };
+        let gpu_time = match &gpu {
+            Some(d) => Some(time(&model, d, structures, budget)?),
+            None => None,
+        };
+        println!("{:<30} {:>8} {:>28} {:>28}", name, atoms, show(cpu_time, structures.len()), show(gpu_time, structures.len()));
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! `mlff`: evaluate, run MD, relax and benchmark student force fields from the
+//! command line. MODEL is a safetensors file, or `default` for the bundled model.
+
+mod bench;
+mod md;
+mod output;
+
+use clap::{Parser, Subcommand};
+use mlff::extxyz::{self, Frame};
+use mlff::{Device, Model, Structure};
+use output::{AtomicFile, Progress};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "mlff", version, about = "Fast inference for distilled ML force fields (GPU kernels in Rust)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct DeviceChoice {
+    /// auto (GPU if present), cpu, gpu or gpu:N
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+impl DeviceChoice {
+    pub fn open(&self) -> mlff::Result<Device> {
+        if self.device == "auto" { Device::auto() } else { Device::parse(&self.device) }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Energies, forces (and stress of periodic frames) of every frame of an extended-XYZ file.
+    Eval {
+        /// Model file, or `default`
+        model: String,
+        input: PathBuf,
+        /// Output file (extended XYZ); standard output if not given
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Frames are evaluated in batches of at most this many atoms
+        #[arg(long, default_value_t = 200_000)]
+        batch_atoms: usize,
+        #[command(flatten)]
+        device: DeviceChoice,
+    },
+    /// Molecular dynamics (NVE or Langevin) of every frame, with replicas, in one batch.
+    Md(md::MdArgs),
+    /// FIRE geometry optimisation of every frame (and the cell with --cell).
+    Relax {
+        model: String,
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Force criterion, eV/Å
+        #[arg(long, default_value_t = 0.05)]
+        fmax: f64,
+        #[arg(long, default_value_t = 500)]
+        steps: usize,
+        /// Relax the cell of periodic frames too (zero pressure)
+        #[arg(long)]
+        cell: bool,
+        #[command(flatten)]
+        device: DeviceChoice,
+    },
+    /// A table of energy + forces timings on the bundled model (CPU, and GPU if present).
+    Bench(bench::BenchArgs),
+    /// Architecture, configuration, parameter count and elements of a model.
+    Info { model: String },
+}
+
+pub fn load_model(name: &str) -> mlff::Result<Model> {
+    if name == "default" { mlff::default_model() } else { Model::load(name) }
+}
+
+/// Reads frames and warns about atoms closer than 0.1 Å (legal, but rarely meant).
+pub fn read_frames(path: &std::path::Path) -> mlff::Result<Vec<Frame>> {
+    let frames = extxyz::read(path)?;
+    if frames.is_empty() {
+        return Err(mlff::Error::InvalidInput(format!("{}: no frames", path.display())));
+    }
+    for (k, f) in frames.iter().enumerate() {
+        if let Some((i, j, d)) = closest_contact(&f.structure, 0.1) {
+            eprintln!("warning: {} frame {k}: atoms {i} and {j} are {d:.3} Å apart", path.display());
+        }
+    }
+    Ok(frames)
+}
+
+fn closest_contact(s: &Structure, within: f32) -> Option<(usize, usize, f32)> {
+    let batch = mlff::Batch::new(std::slice::from_ref(s)).ok()?;
+    let list = mlff::neighbor_list(&batch, within).ok()?;
+    (0..s.len())
+        .flat_map(|i| list.row(i).map(move |e| (i, e)))
+        .map(|(i, e)| (i, list.src[e] as usize, list.geom[e][3]))
+        .min_by(|a, b| a.2.total_cmp(&b.2))
+}
+
+fn eval(model: &str, input: &std::path::Path, output: Option<PathBuf>, batch_atoms: usize, device: &DeviceChoice) -> mlff::Result<()> {
+    let model = load_model(model)?;
+    let device = device.open()?;
+    let frames = read_frames(input)?;
+    let mut out = AtomicFile::create(output.as_deref())?;
+    let mut progress = Progress::new("eval", frames.len());
+    let mut start = 0;
+    while start < frames.len() {
+        let mut end = start;
+        let mut atoms = 0;
+        while end < frames.len() && (end == start || atoms + frames[end].structure.len() <= batch_atoms.max(1)) {
+            atoms += frames[end].structure.len();
+            end += 1;
+        }
+        let structures: Vec<Structure> = frames[start..end].iter().map(|f| f.structure.clone()).collect();
+        let predictions = model.evaluate(&device, &structures).map_err(|e| match e {
+            mlff::Error::InvalidInput(m) => mlff::Error::InvalidInput(format!("{}: frames {start}..{end}: {m}", input.display())),
+            other => other,
+        })?;
+        let mut text = String::new();
+        for (f, p) in frames[start..end].iter().zip(&predictions) {
+            extxyz::write_frame(&mut text, &f.structure, &f.info, Some(p));
+        }
+        out.write(text.as_bytes())?;
+        progress.advance(end - start);
+        start = end;
+    }
+    progress.finish();
+    out.commit()
+}
+
+fn relax(model: &str, input: &std::path::Path, output: &std::path::Path, settings: mlff::relax::FireSettings, device: &DeviceChoice) -> mlff::Result<()> {
+    let model = load_model(model)?;
+    let device = device.open()?;
+    let frames = read_frames(input)?;
+    let structures: Vec<Structure> = frames.iter().map(|f| f.structure.clone()).collect();
+    let mut out = AtomicFile::create(Some(output))?;
+    let relaxed = mlff::relax::relax(&model, &device, &structures, settings, |step, active| {
+        if step % 50 == 0 {
+            eprintln!("relax: step {step}, {active} of {} frames still moving", structures.len());
+        }
+    })?;
+    let mut text = String::new();
+    println!("{:>6} {:>8} {:>10} {:>18} {:>12}", "frame", "atoms", "steps", "energy (eV)", "fmax (eV/Å)");
+    for (k, (f, r)) in frames.iter().zip(&relaxed).enumerate() {
+        let mut info = f.info.clone();
+        info.push(("relax_converged".into(), if r.converged { "T" } else { "F" }.into()));
+        extxyz::write_frame(&mut text, &r.structure, &info, Some(&r.prediction));
+        println!(
+            "{k:>6} {:>8} {:>10} {:>18.6} {:>12.4}{}",
+            r.structure.len(),
+            r.steps,
+            r.prediction.energy,
+            r.fmax,
+            if r.converged { "" } else { "  (not converged)" }
+        );
+    }
+    out.write(text.as_bytes())?;
+    out.commit()
+}
+
+fn info(model: &str) -> mlff::Result<()> {
+    let m = load_model(model)?;
+    let c = m.config();
+    println!("architecture   {}", m.architecture());
+    println!("hidden_dim     {}", c.hidden_dim);
+    println!("interactions   {}", c.num_interactions);
+    println!("num_rbf        {}", c.num_rbf);
+    println!("cutoff         {} Å", c.cutoff);
+    println!("parameters     {}", m.parameter_count());
+    let last = (c.max_z as u32).min(mlff::elements::MAX_Z);
+    println!(
+        "elements       Z = 1..={} ({} … {})",
+        c.max_z,
+        mlff::elements::symbol(1).unwrap_or("?"),
+        mlff::elements::symbol(last).unwrap_or("?")
+    );
+    let mut keys: Vec<_> = m.metadata().iter().filter(|(k, _)| !matches!(k.as_str(), "architecture" | "config")).collect();
+    keys.sort();
+    for (k, v) in keys {
+        println!("{k:<14} {v}");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Eval { model, input, output, batch_atoms, device } => eval(&model, &input, output, batch_atoms, &device),
+        Command::Md(args) => md::run(&args),
+        Command::Relax { model, input, output, fmax, steps, cell, device } => {
+            let settings = mlff::relax::FireSettings { fmax, max_steps: steps, relax_cell: cell, ..Default::default() };
+            relax(&model, &input, &output, settings, &device)
+        }
+        Command::Bench(args) => bench::run(&args),
+        Command::Info { model } => info(&model),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
