@@ -67,8 +67,6 @@ pub(super) struct GpuDynamics {
     slots: [ReportSlot; 2],
     potential: Vec<f64>,
     kinetic_host: Vec<f64>,
-    /// Steps taken (the device clock's value between runs).
-    step: u64,
 }
 
 impl GpuDynamics {
@@ -97,7 +95,6 @@ impl GpuDynamics {
             slots: [ReportSlot::new(n, s)?, ReportSlot::new(n, s)?],
             potential: vec![0.0; s],
             kinetic_host: vec![0.0; s],
-            step: 0,
             weights,
             workspace,
             gpu,
@@ -223,7 +220,10 @@ impl GpuDynamics {
         every: u64,
         on_report: &mut dyn FnMut(&Report) -> Result<()>,
     ) -> Result<()> {
-        let first_step = self.step;
+        // The device clock, not a host count: a run stopped by an error in `on_report`
+        // may have left chunks that ran past the last report.
+        self.gpu.synchronize()?;
+        let first_step = self.gpu.download(&self.clock)?[md_clock::STEP];
         let mut launched = 0u64;
         let mut chunk = 0usize;
         // (slot, steps launched up to and including this chunk)
@@ -257,7 +257,6 @@ impl GpuDynamics {
             }
             self.show(slot, batch, dt, |r| on_report(r))?;
         }
-        self.step = first_step + steps;
         Ok(())
     }
 
