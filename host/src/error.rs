@@ -41,6 +41,15 @@ impl Error {
         let during = during.into();
         move |source| Error::Cuda { during, source }
     }
+
+    /// The same error, an invalid-input message prefixed with where it arose
+    /// ("MD step 12", "in.xyz: frames 0..40"); other kinds pass unchanged.
+    pub fn in_context(self, context: impl std::fmt::Display) -> Error {
+        match self {
+            Error::InvalidInput(m) => Error::InvalidInput(format!("{context}: {m}")),
+            other => other,
+        }
+    }
 }
 
 /// `Err(Error::InvalidInput)` with a formatted message.

@@ -226,8 +226,8 @@ impl GpuDynamics {
         let first_step = self.gpu.download(&self.clock)?[md_clock::STEP];
         let mut launched = 0u64;
         let mut chunk = 0usize;
-        // (slot, steps launched up to and including this chunk)
-        let mut pending: VecDeque<(usize, u64)> = VecDeque::new();
+        // Report slots of the chunks in flight, oldest first.
+        let mut pending: VecDeque<usize> = VecDeque::new();
         while launched < steps || !pending.is_empty() {
             if launched < steps && pending.len() < 2 {
                 let k = every.min(steps - launched);
@@ -236,10 +236,10 @@ impl GpuDynamics {
                 self.enqueue_report(slot)?;
                 launched += k;
                 chunk += 1;
-                pending.push_back((slot, launched));
+                pending.push_back(slot);
                 continue;
             }
-            let Some((slot, _)) = pending.pop_front() else { break };
+            let Some(slot) = pending.pop_front() else { break };
             let mark = self.slots[slot].mark.take().ok_or_else(|| Error::Unsupported("MD report without a mark".into()))?;
             self.gpu.wait_for(&mark)?;
             if self.slots[slot].md_status[md_status::FROZEN] != 0 {
@@ -276,10 +276,7 @@ impl GpuDynamics {
         self.workspace
             .cells
             .check(&build, &batch.structure_of, &batch.offsets)
-            .map_err(|e| match e {
-                Error::InvalidInput(m) => Error::InvalidInput(format!("MD step {fault_step}: {m}")),
-                other => other,
-            })?;
+            .map_err(|e| e.in_context(format!("MD step {fault_step}")))?;
         if words[status::OVERFLOW] == 0 {
             return invalid_input!("internal: MD step {fault_step} froze without a known cause ({words:?})");
         }

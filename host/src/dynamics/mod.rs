@@ -171,9 +171,7 @@ impl Dynamics {
     /// Draws velocities from the Maxwell–Boltzmann distribution at `temperature` (K)
     /// and removes each structure's centre-of-mass motion.
     pub fn maxwell_boltzmann(&mut self, temperature: f64, seed: u64) -> Result<()> {
-        if !(temperature >= 0.0 && temperature.is_finite()) {
-            return invalid_input!("temperature {temperature} K must be finite and not negative");
-        }
+        check_temperature(temperature)?;
         let kt = BOLTZMANN * temperature;
         let mut v: Vec<[f64; 3]> = self
             .masses
@@ -258,15 +256,20 @@ fn integrator(settings: &MdSettings) -> Result<Integrator> {
     Ok(match settings.thermostat {
         Thermostat::None => Integrator::verlet(dt as f32),
         Thermostat::Langevin { temperature, friction } => {
-            if !(temperature >= 0.0 && temperature.is_finite()) {
-                return invalid_input!("temperature {temperature} K must be finite and not negative");
-            }
+            check_temperature(temperature)?;
             if !(friction >= 0.0 && friction.is_finite()) {
                 return invalid_input!("friction {friction} 1/fs must be finite and not negative");
             }
             Integrator::langevin(dt as f32, temperature, friction, settings.seed)
         }
     })
+}
+
+fn check_temperature(temperature: f64) -> Result<()> {
+    if !(temperature >= 0.0 && temperature.is_finite()) {
+        return invalid_input!("temperature {temperature} K must be finite and not negative");
+    }
+    Ok(())
 }
 
 fn kinetic_energies(batch: &Batch, masses: &[f32], velocities: &[[f32; 3]]) -> Vec<f64> {
@@ -294,10 +297,7 @@ impl CpuState {
         for (i, ((x, v), f)) in self.positions.iter_mut().zip(&mut self.velocities).zip(&self.forces).enumerate() {
             integrate::kick_drift(x, v, *f, masses[i], p, self.step, i as u32);
         }
-        self.evaluate().map_err(|e| match e {
-            Error::InvalidInput(m) => Error::InvalidInput(format!("MD step {}: {m}", self.step + 1)),
-            other => other,
-        })?;
+        self.evaluate().map_err(|e| e.in_context(format!("MD step {}", self.step + 1)))?;
         for (i, (v, f)) in self.velocities.iter_mut().zip(&self.forces).enumerate() {
             integrate::kick(v, *f, masses[i], p);
         }

@@ -115,10 +115,9 @@ fn eval(model: &str, input: &std::path::Path, output: Option<PathBuf>, batch_ato
             end += 1;
         }
         let structures: Vec<Structure> = frames[start..end].iter().map(|f| f.structure.clone()).collect();
-        let predictions = model.evaluate(&device, &structures).map_err(|e| match e {
-            mlff::Error::InvalidInput(m) => mlff::Error::InvalidInput(format!("{}: frames {start}..{end}: {m}", input.display())),
-            other => other,
-        })?;
+        let predictions = model
+            .evaluate(&device, &structures)
+            .map_err(|e| e.in_context(format!("{}: frames {start}..{end}", input.display())))?;
         let mut text = String::new();
         for (f, p) in frames[start..end].iter().zip(&predictions) {
             extxyz::write_frame(&mut text, &f.structure, &f.info, Some(p));
