@@ -8,7 +8,7 @@ use mlff::{Device, Structure};
 fn bundled_file_is_the_recipe() {
     let bundled = mlff::default_model().unwrap();
     let fresh = synthetic_weights(demo_config(), 2026);
-    let w = bundled.weights();
+    let w = bundled.student_weights().expect("architecture 1");
     assert_eq!(w.config, fresh.config);
     assert_eq!(w.embedding, fresh.embedding);
     assert_eq!(w.centers, fresh.centers);

@@ -15,7 +15,7 @@ fn model() -> Model {
 #[test]
 fn filter_table_matches_exact_filter() {
     let model = model();
-    let w = model.weights();
+    let w = model.student_weights().expect("architecture 1");
     let h = w.hidden_dim();
     let rc = w.config.cutoff;
     let mut rng = Rng::new(3);

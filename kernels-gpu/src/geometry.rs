@@ -20,11 +20,12 @@ pub fn edge_vector(ri: [f32; 3], rj: [f32; 3], shift: [f32; 3]) -> ([f32; 3], f3
 /// The model's unit vector u = r / (d + 1e-8).
 pub const UNIT_EPSILON: f32 = 1e-8;
 
-/// ∂E/∂r from ∂E/∂d and ∂E/∂u, with u = r/(d + ε):
+/// ∂E/∂r from ∂E/∂d and ∂E/∂u, with u = r/(d + ε) (ε = `UNIT_EPSILON` for
+/// architecture 1, 0 for PaiNN):
 /// ∂E/∂r = gd·r/d + gu/(d+ε) − r (r·gu) / (d (d+ε)²).
 #[inline(always)]
-pub fn edge_gradient(r: [f32; 3], d: f32, gd: f32, gu: [f32; 3]) -> [f32; 3] {
-    let de = d + UNIT_EPSILON;
+pub fn edge_gradient(r: [f32; 3], d: f32, gd: f32, gu: [f32; 3], epsilon: f32) -> [f32; 3] {
+    let de = d + epsilon;
     let r_dot_gu = (r[0] * gu[0] + r[1] * gu[1]) + r[2] * gu[2];
     let radial = gd / d - r_dot_gu / (d * de * de);
     core::array::from_fn(|x| radial * r[x] + gu[x] / de)

@@ -11,7 +11,7 @@
 
 use crate::device::gpu;
 use crate::filter_table::{hermite, value, value_and_slope};
-use crate::geometry::{edge_gradient, edge_vector, shift_vector, UNIT_EPSILON};
+use crate::geometry::{edge_gradient, edge_vector, shift_vector};
 use crate::launch_args::{ModelArgs, STRUCTURE_OUT_WORDS};
 use crate::math::{silu, silu_and_grad, sqrt};
 
@@ -52,7 +52,7 @@ unsafe fn edges_overflowed(a: &ModelArgs) -> bool {
 
 /// (receiver, channel group) of this warp, or None past the last atom.
 #[inline(always)]
-unsafe fn warp_task(a: &ModelArgs) -> Option<(usize, usize)> {
+pub(crate) unsafe fn warp_task(a: &ModelArgs) -> Option<(usize, usize)> {
     if edges_overflowed(a) {
         return None;
     }
@@ -64,18 +64,18 @@ unsafe fn warp_task(a: &ModelArgs) -> Option<(usize, usize)> {
 
 /// A row's edge as the edge passes see it: index, sender, unit vector and
 /// the filter table's weights at its length.
-struct RowEdge {
-    index: usize,
-    j: usize,
-    u: [f32; 3],
-    at: crate::filter_table::Hermite,
+pub(crate) struct RowEdge {
+    pub index: usize,
+    pub j: usize,
+    pub u: [f32; 3],
+    pub at: crate::filter_table::Hermite,
 }
 
 /// Calls `visit` for each edge of receiver i within the cutoff, in row order. Lanes
 /// load the geometry of 32 edges at once, then each edge is broadcast to the warp, so
 /// `visit` runs on all lanes together (it may use warp shuffles).
 #[inline(always)]
-unsafe fn for_each_row_edge(a: &ModelArgs, i: usize, mut visit: impl FnMut(&RowEdge)) {
+pub(crate) unsafe fn for_each_row_edge(a: &ModelArgs, i: usize, mut visit: impl FnMut(&RowEdge)) {
     let lane = gpu::lane_id();
     let cell = (*a.records.add(*a.structure_of.add(i) as usize)).cell;
     let ri = *a.positions.add(i);
@@ -89,7 +89,7 @@ unsafe fn for_each_row_edge(a: &ModelArgs, i: usize, mut visit: impl FnMut(&RowE
             if edge.d > a.cutoff {
                 continue;
             }
-            let de = edge.d + UNIT_EPSILON;
+            let de = edge.d + a.unit_epsilon;
             visit(&RowEdge {
                 index: chunk + k as usize,
                 j: edge.j as usize,
@@ -214,7 +214,7 @@ pub unsafe fn embed(a: &ModelArgs) {
 /// k ascending. Weights are loaded eight at a time so that eight loads are in flight
 /// (one at a time, the loop waits on L2 latency, not on arithmetic).
 #[inline(always)]
-unsafe fn tile_dense<const TA: usize>(
+pub(crate) unsafe fn tile_dense<const TA: usize>(
     input: *const f32,
     input_stride: usize,
     k_len: usize,
@@ -418,6 +418,9 @@ pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
         for k in 0..h4 {
             e += *l2.add(c * h4 + k) * *a.head_t[2].add(k);
         }
+        if !a.atomref.is_null() {
+            e += *a.atomref.add(*a.numbers.add(first + c) as usize);
+        }
         *a.atom_energy.add(first + c) = e;
     }
     if a.want_gradient == 0 {
@@ -466,7 +469,7 @@ pub unsafe fn edge_gradients(a: &ModelArgs) {
                 adj[q] += part[q];
             }
         }
-        let grad = if d <= a.cutoff { edge_gradient(r, d, adj[0], [adj[1], adj[2], adj[3]]) } else { [0.0; 3] };
+        let grad = if d <= a.cutoff { edge_gradient(r, d, adj[0], [adj[1], adj[2], adj[3]], a.unit_epsilon) } else { [0.0; 3] };
         *a.edge_grad.add(e) = grad;
         for x in 0..3 {
             for y in 0..3 {

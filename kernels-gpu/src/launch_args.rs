@@ -108,6 +108,21 @@ pub struct ModelArgs {
     pub head_t: [*const f32; 3],
     pub head: [*const f32; 3],
     pub head_b: [*const f32; 3],
+    /// Per-element reference energies `[max_z + 1]`, or null.
+    pub atomref: *const f32,
+    /// PaiNN only: the per-atom context x (3H) of the block and its adjoint.
+    pub x: *mut f32,
+    pub gx: *mut f32,
+    /// PaiNN only: `interatomic_context_net` H → H → 3H, and `mu_channel_mix`
+    /// H → 2H (no bias), transposed (`_t`) and as stored.
+    pub context_in_t: *const f32,
+    pub context_in: *const f32,
+    pub context_in_b: *const f32,
+    pub context_out_t: *const f32,
+    pub context_out: *const f32,
+    pub context_out_b: *const f32,
+    pub channel_mix_t: *const f32,
+    pub channel_mix: *const f32,
     /// Per channel group and edge: accumulated [∂E/∂d, ∂E/∂u] over the blocks.
     pub edge_adjoint: *mut [f32; 4],
     /// ∂E/∂r per edge.
@@ -130,7 +145,8 @@ pub struct ModelArgs {
     pub has_gv: u32,
     /// Whether the readout also writes ∂E/∂s.
     pub want_gradient: u32,
-    pub pad: u32,
+    /// ε of the unit vector r/(d + ε): 1e-8 for architecture 1, 0 for PaiNN.
+    pub unit_epsilon: f32,
 }
 
 /// Words per structure in `structure_out`.

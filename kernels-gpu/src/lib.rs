@@ -17,6 +17,7 @@ pub mod launch_args;
 pub mod math;
 pub mod md;
 pub mod nn;
+pub mod painn;
 pub mod radial;
 pub mod selftest;
 pub mod student;
@@ -25,6 +26,8 @@ pub mod student;
 mod gpu_cells;
 #[cfg(target_arch = "nvptx64")]
 mod gpu_md;
+#[cfg(target_arch = "nvptx64")]
+mod gpu_painn;
 #[cfg(target_arch = "nvptx64")]
 mod gpu_scan;
 #[cfg(target_arch = "nvptx64")]

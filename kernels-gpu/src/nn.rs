@@ -8,6 +8,20 @@
 pub fn dense(x: &[f32], wt: &[f32], b: &[f32], y: &mut [f32]) {
     let out = y.len();
     y.copy_from_slice(&b[..out]);
+    accumulate_dense(x, wt, y);
+}
+
+/// y = Σ_i x_i · wt[i, :] (a layer without bias).
+#[inline(always)]
+pub fn dense_no_bias(x: &[f32], wt: &[f32], y: &mut [f32]) {
+    y.fill(0.0);
+    accumulate_dense(x, wt, y);
+}
+
+/// y += Σ_i x_i · wt[i, :]
+#[inline(always)]
+fn accumulate_dense(x: &[f32], wt: &[f32], y: &mut [f32]) {
+    let out = y.len();
     for (i, &xi) in x.iter().enumerate() {
         let row = &wt[i * out..(i + 1) * out];
         for (yo, &w) in y.iter_mut().zip(row) {
@@ -64,4 +78,16 @@ pub fn silu_in_place(x: &mut [f32], grad: Option<&mut [f32]>) {
             }
         }
     }
+}
+
+/// Splits `scratch` into consecutive slices of the given lengths.
+#[inline(always)]
+pub fn split_scratch<'a, const N: usize>(mut scratch: &'a mut [f32], lengths: [usize; N]) -> [&'a mut [f32]; N] {
+    let mut parts: [&'a mut [f32]; N] = core::array::from_fn(|_| &mut [][..]);
+    for (part, len) in parts.iter_mut().zip(lengths) {
+        let (head, tail) = scratch.split_at_mut(len);
+        *part = head;
+        scratch = tail;
+    }
+    parts
 }

@@ -83,7 +83,7 @@ pub unsafe extern "ptx-kernel" fn mlff_selftest_shared_reverse(input: *const f32
 // ---- Neighbour search -------------------------------------------------------------
 
 use crate::launch_args::{CellArgs, MdArgs, ModelArgs, ScanArgs};
-use crate::{gpu_cells, gpu_md, gpu_scan, gpu_student};
+use crate::{gpu_cells, gpu_md, gpu_painn, gpu_scan, gpu_student};
 
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn mlff_cells_grid(a: CellArgs) {
@@ -126,19 +126,29 @@ pub unsafe extern "ptx-kernel" fn mlff_scan_add(a: ScanArgs) {
 
 /// `$name` for each (suffix, const) pair: one entry per channels-per-lane or tile size.
 macro_rules! instantiate {
-    ($body:ident, $($entry:ident = $n:literal),*) => {$(
+    ($module:ident::$body:ident, $($entry:ident = $n:literal),*) => {$(
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $entry(a: ModelArgs) {
-            gpu_student::$body::<$n>(&a)
+            $module::$body::<$n>(&a)
         }
     )*};
 }
 
-instantiate!(message_forward, mlff_student_message_c1 = 1, mlff_student_message_c2 = 2, mlff_student_message_c4 = 4, mlff_student_message_c8 = 8);
-instantiate!(message_backward, mlff_student_message_back_c1 = 1, mlff_student_message_back_c2 = 2, mlff_student_message_back_c4 = 4, mlff_student_message_back_c8 = 8);
-instantiate!(update_forward, mlff_student_update_t8 = 8, mlff_student_update_t16 = 16);
-instantiate!(update_backward, mlff_student_update_back_t8 = 8, mlff_student_update_back_t16 = 16);
-instantiate!(readout, mlff_student_readout_t8 = 8, mlff_student_readout_t16 = 16);
+instantiate!(gpu_student::message_forward, mlff_student_message_c1 = 1, mlff_student_message_c2 = 2, mlff_student_message_c4 = 4, mlff_student_message_c8 = 8);
+instantiate!(gpu_student::message_backward, mlff_student_message_back_c1 = 1, mlff_student_message_back_c2 = 2, mlff_student_message_back_c4 = 4, mlff_student_message_back_c8 = 8);
+instantiate!(gpu_student::update_forward, mlff_student_update_t8 = 8, mlff_student_update_t16 = 16);
+instantiate!(gpu_student::update_backward, mlff_student_update_back_t8 = 8, mlff_student_update_back_t16 = 16);
+instantiate!(gpu_student::readout, mlff_student_readout_t8 = 8, mlff_student_readout_t16 = 16);
+
+// ---- PaiNN ------------------------------------------------------------------------
+
+instantiate!(gpu_painn::message_forward, mlff_painn_message_c1 = 1, mlff_painn_message_c2 = 2, mlff_painn_message_c4 = 4, mlff_painn_message_c8 = 8);
+instantiate!(gpu_painn::message_backward, mlff_painn_message_back_c1 = 1, mlff_painn_message_back_c2 = 2, mlff_painn_message_back_c4 = 4, mlff_painn_message_back_c8 = 8);
+instantiate!(gpu_painn::context, mlff_painn_context_t4 = 4, mlff_painn_context_t8 = 8);
+instantiate!(gpu_painn::context_backward, mlff_painn_context_back_t4 = 4, mlff_painn_context_back_t8 = 8);
+instantiate!(gpu_painn::mixing_forward, mlff_painn_mixing_t4 = 4, mlff_painn_mixing_t8 = 8);
+instantiate!(gpu_painn::mixing_backward, mlff_painn_mixing_back_t4 = 4, mlff_painn_mixing_back_t8 = 8);
+instantiate!(gpu_painn::readout, mlff_painn_readout_t4 = 4, mlff_painn_readout_t8 = 8);
 
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn mlff_student_embed(a: ModelArgs) {

@@ -12,7 +12,7 @@
 //! same d, bit for bit), so contributions that flow to the *sender* j of an edge are
 //! gathered by j over its own row instead of scattered with atomics.
 
-use crate::nn::{dense, dense_grad_input, dot, silu_in_place};
+use crate::nn::{dense, dense_grad_input, dot, silu_in_place, split_scratch as split};
 use crate::radial::gaussian_features;
 
 /// Weights of one interaction block, each `Linear` stored transposed (`[in][out]`).
@@ -64,17 +64,6 @@ pub const fn edge_scratch_len(h: usize, k: usize) -> usize {
 /// Floats of scratch one thread needs for the per-atom work (update, readout).
 pub const fn atom_scratch_len(h: usize) -> usize {
     (UPDATE_FORWARD_SCRATCH + 4) * h
-}
-
-/// Splits `scratch` into consecutive slices of the given lengths.
-fn split<'a, const N: usize>(mut scratch: &'a mut [f32], lengths: [usize; N]) -> [&'a mut [f32]; N] {
-    let mut parts: [&'a mut [f32]; N] = core::array::from_fn(|_| &mut [][..]);
-    for (part, len) in parts.iter_mut().zip(lengths) {
-        let (head, tail) = scratch.split_at_mut(len);
-        *part = head;
-        scratch = tail;
-    }
-    parts
 }
 
 /// The filter φ = L2(SiLU(L1(e))) of one edge (3H), leaving SiLU(L1 e) in `hidden`
@@ -325,7 +314,7 @@ pub fn message_backward_row(
         }
         dense_grad_input(ghidden, p.filter_in_t, ge);
         let gd = dot(ge, de);
-        let gr = crate::geometry::edge_gradient([g[0], g[1], g[2]], g[3], gd, gu);
+        let gr = crate::geometry::edge_gradient([g[0], g[1], g[2]], g[3], gd, gu, crate::geometry::UNIT_EPSILON);
         let acc = &mut edge_grad[edge - first];
         for x in 0..3 {
             acc[x] += gr[x];

@@ -31,7 +31,7 @@ struct BlockStates {
 }
 
 /// `data` cut at the CSR row boundaries, so each row can be written by its own thread.
-fn split_rows<'a, T>(mut data: &'a mut [T], row_ptr: &[u32]) -> Vec<&'a mut [T]> {
+pub(super) fn split_rows<'a, T>(mut data: &'a mut [T], row_ptr: &[u32]) -> Vec<&'a mut [T]> {
     let mut rows = Vec::with_capacity(row_ptr.len().saturating_sub(1));
     for w in row_ptr.windows(2) {
         let (row, rest) = data.split_at_mut((w[1] - w[0]) as usize);
@@ -85,8 +85,13 @@ fn evaluate_in_pool(w: &StudentWeights, batch: &Batch, list: &NeighborList, want
     }
 
     let readout = w.readout();
-    let atom_energies: Vec<f32> =
-        s.par_chunks(h).map_init(atom_scratch, |scratch, s_atom| readout_atom(s_atom, &readout, scratch)).collect();
+    let atom_energies: Vec<f32> = s
+        .par_chunks(h)
+        .zip(batch.numbers.par_iter())
+        .map_init(atom_scratch, |scratch, (s_atom, &z)| {
+            readout_atom(s_atom, &readout, scratch) + w.atomref.as_ref().map_or(0.0, |r| r[z as usize])
+        })
+        .collect();
     let energies: Vec<f64> = batch
         .offsets
         .windows(2)
@@ -154,8 +159,13 @@ fn evaluate_in_pool(w: &StudentWeights, batch: &Batch, list: &NeighborList, want
         gv = Some(gv_in);
     }
 
-    // F_i = −∂E/∂R_i = Σ_{e in row i} (∂E/∂r_e − ∂E/∂r_rev(e)), since r_e = R_j − R_i.
-    let forces: Vec<[f32; 3]> = (0..n)
+    let forces = forces_from_edges(list, &edge_grad);
+    BatchOutput { atom_energies, energies, forces: Some(forces), edge_grad: Some(edge_grad) }
+}
+
+/// F_i = −∂E/∂R_i = Σ_{e in row i} (∂E/∂r_e − ∂E/∂r_rev(e)), since r_e = R_j − R_i.
+pub(super) fn forces_from_edges(list: &NeighborList, edge_grad: &[[f32; 3]]) -> Vec<[f32; 3]> {
+    (0..list.row_ptr.len().saturating_sub(1))
         .into_par_iter()
         .map(|i| {
             let mut f = [0.0f32; 3];
@@ -167,6 +177,5 @@ fn evaluate_in_pool(w: &StudentWeights, batch: &Batch, list: &NeighborList, want
             }
             f
         })
-        .collect();
-    BatchOutput { atom_energies, energies, forces: Some(forces), edge_grad: Some(edge_grad) }
+        .collect()
 }

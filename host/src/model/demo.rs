@@ -54,5 +54,5 @@ pub fn synthetic_weights(config: StudentConfig, seed: u64) -> StudentWeights {
         })
         .collect();
     let head = [rng.linear(h, h / 2, 1.0, true), rng.linear(h / 2, h / 4, 1.0, true), rng.linear(h / 4, 1, 1.0, true)];
-    StudentWeights { config, centers, widths, embedding, interactions, head }
+    StudentWeights { config, centers, widths, embedding, interactions, head, atomref: None, elements: None }
 }

@@ -1,6 +1,7 @@
 //! Builds the Hermite tables of the filter φ(d) (layout in `kernels::filter_table`)
 //! from the exact network, in f64 with forward-mode derivatives.
 
+use super::painn::PainnWeights;
 use super::student::StudentWeights;
 use crate::error::{invalid_input, Result};
 use mlff_kernels::filter_table::{table_len, TABLE_INTERVALS};
@@ -63,15 +64,58 @@ pub fn build(w: &StudentWeights, t: usize) -> Result<Vec<f32>> {
     if t >= w.interactions.len() {
         return invalid_input!("block {t} asked for, the model has {}", w.interactions.len());
     }
-    let h = w.hidden_dim();
-    let step = w.config.cutoff as f64 / TABLE_INTERVALS as f64;
+    Ok(tabulate(w.hidden_dim(), w.config.cutoff, |d| filter_with_slope(w, t, d)))
+}
+
+/// PaiNN's filter W(d) = (Wf·rbf(d) + b)·fc(d) and dW/dd (3F each) of block `t`, in f64.
+pub fn painn_filter_with_slope(w: &PainnWeights, t: usize, d: f64) -> Result<(Vec<f64>, Vec<f64>)> {
+    let Some(b) = w.blocks.get(t) else {
+        return invalid_input!("block {t} asked for, the model has {}", w.blocks.len());
+    };
+    let outputs = 3 * w.features();
+    let rc = w.config.cutoff as f64;
+    let (fc, dfc) = if d < rc {
+        let x = std::f64::consts::PI * d / rc;
+        (0.5 * (x.cos() + 1.0), -0.5 * std::f64::consts::PI / rc * x.sin())
+    } else {
+        (0.0, 0.0)
+    };
+    let mut pre: Vec<f64> = b.filter.bias.iter().map(|&x| x as f64).collect();
+    let mut dpre = vec![0.0f64; outputs];
+    for k in 0..w.offsets.len() {
+        let inv_w2 = 1.0 / (w.widths[k] as f64 * w.widths[k] as f64);
+        let x = d - w.offsets[k] as f64;
+        let e = (-0.5 * x * x * inv_w2).exp();
+        let de = -x * inv_w2 * e;
+        let row = &b.filter.weight_t[k * outputs..(k + 1) * outputs];
+        for o in 0..outputs {
+            pre[o] += e * row[o] as f64;
+            dpre[o] += de * row[o] as f64;
+        }
+    }
+    let value = pre.iter().map(|p| p * fc).collect();
+    let slope = pre.iter().zip(&dpre).map(|(p, dp)| dp * fc + p * dfc).collect();
+    Ok((value, slope))
+}
+
+/// The table of PaiNN block `t`.
+pub fn build_painn(w: &PainnWeights, t: usize) -> Result<Vec<f32>> {
+    if t >= w.blocks.len() {
+        return invalid_input!("block {t} asked for, the model has {}", w.blocks.len());
+    }
+    Ok(tabulate(w.features(), w.config.cutoff, |d| painn_filter_with_slope(w, t, d)))
+}
+
+/// Knots of `filter` (3H values and slopes at d) over [0, cutoff].
+fn tabulate(h: usize, cutoff: f32, filter: impl Fn(f64) -> Result<(Vec<f64>, Vec<f64>)> + Sync) -> Vec<f32> {
+    let step = cutoff as f64 / TABLE_INTERVALS as f64;
     let mut table = vec![0.0f32; table_len(h)];
     table.par_chunks_mut(6 * h).enumerate().for_each(|(m, row)| {
-        let Ok((phi, dphi)) = filter_with_slope(w, t, m as f64 * step) else { return };
+        let Ok((phi, dphi)) = filter(m as f64 * step) else { return };
         for q in 0..3 * h {
             row[q] = phi[q] as f32;
             row[3 * h + q] = (step * dphi[q]) as f32;
         }
     });
-    Ok(table)
+    table
 }

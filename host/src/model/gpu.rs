@@ -4,7 +4,8 @@
 //! from the second call of a shape on, replayed as one CUDA graph.
 
 use super::filter_table;
-use super::student::{Linear, StudentWeights};
+use super::student::Linear;
+use super::Weights;
 use crate::error::{invalid_input, Error, Result};
 use crate::gpu::{grid_1d, Gpu, Pinned, BLOCK_THREADS};
 use crate::gpu_neighbors::GpuCellList;
@@ -33,51 +34,121 @@ struct DeviceBlock {
     mixing: [f32; 9],
 }
 
+/// A PaiNN block: filter table, context network, channel mix and mixing network.
+struct DevicePainnBlock {
+    table: CudaSlice<f32>,
+    context_in: DeviceLinear,
+    context_out: DeviceLinear,
+    channel_mix: DeviceLinear,
+    update_in: DeviceLinear,
+    update_out: DeviceLinear,
+}
+
+enum DeviceBlocks {
+    Student(Vec<DeviceBlock>),
+    Painn(Vec<DevicePainnBlock>),
+}
+
 /// A model's weights on one GPU.
 pub struct GpuWeights {
     gpu: Arc<Gpu>,
     hidden: usize,
     cutoff: f32,
     embedding: CudaSlice<f32>,
-    blocks: Vec<DeviceBlock>,
+    blocks: DeviceBlocks,
     head: Vec<DeviceLinear>,
+    /// Per-element energy offsets (PaiNN's mean folded in), when the model has any.
+    atomref: Option<CudaSlice<f32>>,
 }
 
 /// Hidden sizes the edge and atom kernels are instantiated for.
 const SUPPORTED_HIDDEN: [usize; 4] = [32, 64, 128, 256];
 
 impl GpuWeights {
-    pub fn new(gpu: Arc<Gpu>, w: &StudentWeights) -> Result<Self> {
-        let h = w.hidden_dim();
+    pub fn new(gpu: Arc<Gpu>, weights: &Weights) -> Result<Self> {
+        let h = match weights {
+            Weights::Student(w) => w.hidden_dim(),
+            Weights::Painn(w) => w.features(),
+        };
         if !SUPPORTED_HIDDEN.contains(&h) {
             return Err(Error::Unsupported(format!(
-                "the GPU kernels support hidden_dim in {SUPPORTED_HIDDEN:?}, this model has {h}; use the CPU"
+                "the GPU kernels support {SUPPORTED_HIDDEN:?} feature channels, this model has {h}; use the CPU"
             )));
         }
-        let blocks = (0..w.config.num_interactions)
-            .map(|t| {
-                let b = &w.interactions[t];
-                Ok(DeviceBlock {
-                    table: gpu.upload(&filter_table::build(w, t)?)?,
-                    update_in: DeviceLinear::new(&gpu, &b.update_in)?,
-                    update_out: DeviceLinear::new(&gpu, &b.update_out)?,
-                    mixing: b.mixing,
+        match weights {
+            Weights::Student(w) => {
+                let blocks = (0..w.config.num_interactions)
+                    .map(|t| {
+                        let b = &w.interactions[t];
+                        Ok(DeviceBlock {
+                            table: gpu.upload(&filter_table::build(w, t)?)?,
+                            update_in: DeviceLinear::new(&gpu, &b.update_in)?,
+                            update_out: DeviceLinear::new(&gpu, &b.update_out)?,
+                            mixing: b.mixing,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let head = w.head.iter().map(|l| DeviceLinear::new(&gpu, l)).collect::<Result<Vec<_>>>()?;
+                let atomref = w.atomref.as_ref().map(|r| gpu.upload(r)).transpose()?;
+                Ok(GpuWeights {
+                    embedding: gpu.upload(&w.embedding)?,
+                    blocks: DeviceBlocks::Student(blocks),
+                    head,
+                    atomref,
+                    hidden: h,
+                    cutoff: w.config.cutoff,
+                    gpu,
                 })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let head = w.head.iter().map(|l| DeviceLinear::new(&gpu, l)).collect::<Result<Vec<_>>>()?;
-        Ok(GpuWeights { embedding: gpu.upload(&w.embedding)?, blocks, head, hidden: h, cutoff: w.config.cutoff, gpu })
+            }
+            Weights::Painn(w) => {
+                let blocks = (0..w.blocks.len())
+                    .map(|t| {
+                        let b = &w.blocks[t];
+                        Ok(DevicePainnBlock {
+                            table: gpu.upload(&filter_table::build_painn(w, t)?)?,
+                            context_in: DeviceLinear::new(&gpu, &b.context_in)?,
+                            context_out: DeviceLinear::new(&gpu, &b.context_out)?,
+                            channel_mix: DeviceLinear::new(&gpu, &b.channel_mix)?,
+                            update_in: DeviceLinear::new(&gpu, &b.update_in)?,
+                            update_out: DeviceLinear::new(&gpu, &b.update_out)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let head = w.readout.iter().map(|l| DeviceLinear::new(&gpu, l)).collect::<Result<Vec<_>>>()?;
+                let offsets: Vec<f32> = (0..=w.config.max_z as u32).map(|z| w.atom_offset(z)).collect();
+                Ok(GpuWeights {
+                    embedding: gpu.upload(&w.embedding)?,
+                    blocks: DeviceBlocks::Painn(blocks),
+                    head,
+                    atomref: Some(gpu.upload(&offsets)?),
+                    hidden: h,
+                    cutoff: w.config.cutoff,
+                    gpu,
+                })
+            }
+        }
     }
 
     pub fn gpu(&self) -> &Arc<Gpu> {
         &self.gpu
     }
+
+    fn num_blocks(&self) -> usize {
+        match &self.blocks {
+            DeviceBlocks::Student(b) => b.len(),
+            DeviceBlocks::Painn(b) => b.len(),
+        }
+    }
+
+    fn is_painn(&self) -> bool {
+        matches!(self.blocks, DeviceBlocks::Painn(_))
+    }
 }
 
 /// Device bytes per atom a call needs beyond the edges (state, per-block mid states,
-/// gradients, per-atom outputs), and per edge.
-pub fn bytes_per_atom(hidden: usize, blocks: usize) -> usize {
-    4 * ((12 + 4 * blocks) * hidden + 3 + 9 + 3 + 1) + 64
+/// gradients, per-atom outputs; PaiNN's context and its adjoint), and per edge.
+pub fn bytes_per_atom(hidden: usize, blocks: usize, painn: bool) -> usize {
+    4 * ((12 + 4 * blocks + if painn { 6 } else { 0 }) * hidden + 3 + 9 + 3 + 1) + 64
 }
 pub fn bytes_per_edge(groups: usize) -> usize {
     4 + 12 + 4 + 16 * groups + 12
@@ -120,6 +191,9 @@ pub struct Workspace {
     gv: CudaSlice<f32>,
     gs_mid: CudaSlice<f32>,
     gv_mid: CudaSlice<f32>,
+    /// PaiNN's per-atom context and its adjoint (one float for the student).
+    x: CudaSlice<f32>,
+    gx: CudaSlice<f32>,
     edge_adjoint: CudaSlice<f32>,
     edge_grad: CudaSlice<f32>,
     atom_energy: CudaSlice<f32>,
@@ -151,7 +225,8 @@ pub struct GpuOutput {
 impl Workspace {
     pub fn new(weights: &GpuWeights, batch: &Batch) -> Result<Self> {
         let gpu = weights.gpu.clone();
-        let (n, s, h, t) = (batch.num_atoms(), batch.num_structures(), weights.hidden, weights.blocks.len());
+        let (n, s, h, t) = (batch.num_atoms(), batch.num_structures(), weights.hidden, weights.num_blocks());
+        let context = if weights.is_painn() { 3 * n * h } else { 1 };
         let cells = GpuCellList::new(gpu.clone(), batch, weights.cutoff, 0.0, false)?;
         let groups = channel_groups(h, n);
         let cap = cells.edge_capacity();
@@ -170,6 +245,8 @@ impl Workspace {
             gv: zeros(3 * n * h)?,
             gs_mid: zeros(n * h)?,
             gv_mid: zeros(3 * n * h)?,
+            x: zeros(context)?,
+            gx: zeros(context)?,
             edge_adjoint: zeros(4 * groups * cap)?,
             edge_grad: zeros(3 * cap)?,
             atom_energy: zeros(n)?,
@@ -229,6 +306,17 @@ impl Workspace {
             head_t: [h0.0, h1.0, h2.0],
             head: [h0.1, h1.1, h2.1],
             head_b: [h0.2, h1.2, h2.2],
+            atomref: w.atomref.as_ref().map_or(std::ptr::null(), |r| g.address(r)),
+            x: g.address(&self.x),
+            gx: g.address(&self.gx),
+            context_in_t: std::ptr::null(),
+            context_in: std::ptr::null(),
+            context_in_b: std::ptr::null(),
+            context_out_t: std::ptr::null(),
+            context_out: std::ptr::null(),
+            context_out_b: std::ptr::null(),
+            channel_mix_t: std::ptr::null(),
+            channel_mix: std::ptr::null(),
             edge_adjoint: g.address(&self.edge_adjoint) as *mut [f32; 4],
             edge_grad: g.address(&self.edge_grad) as *mut [f32; 3],
             atom_energy: g.address(&self.atom_energy),
@@ -245,25 +333,59 @@ impl Workspace {
             table_inv_h: filter_table::inverse_spacing(w.cutoff),
             has_gv: 0,
             want_gradient: 0,
-            pad: 0,
+            unit_epsilon: if w.is_painn() { 0.0 } else { mlff_kernels::geometry::UNIT_EPSILON },
         }
     }
 
     fn block_args(&self, w: &GpuWeights, base: &ModelArgs, t: usize) -> ModelArgs {
         let g = &w.gpu;
-        let b = &w.blocks[t];
-        ModelArgs {
-            s_mid: g.address(&self.s_mid[t]),
-            v_mid: g.address(&self.v_mid[t]),
-            table: g.address(&b.table),
-            update_in_t: g.address(&b.update_in.weight_t),
-            update_in: g.address(&b.update_in.weight),
-            update_in_b: g.address(&b.update_in.bias),
-            update_out_t: g.address(&b.update_out.weight_t),
-            update_out: g.address(&b.update_out.weight),
-            update_out_b: g.address(&b.update_out.bias),
-            mixing: b.mixing,
-            ..*base
+        let linear = |l: &DeviceLinear| (g.address(&l.weight_t), g.address(&l.weight), g.address(&l.bias));
+        match &w.blocks {
+            DeviceBlocks::Student(blocks) => {
+                let b = &blocks[t];
+                let (update_in_t, update_in, update_in_b) = linear(&b.update_in);
+                let (update_out_t, update_out, update_out_b) = linear(&b.update_out);
+                ModelArgs {
+                    s_mid: g.address(&self.s_mid[t]),
+                    v_mid: g.address(&self.v_mid[t]),
+                    table: g.address(&b.table),
+                    update_in_t,
+                    update_in,
+                    update_in_b,
+                    update_out_t,
+                    update_out,
+                    update_out_b,
+                    mixing: b.mixing,
+                    ..*base
+                }
+            }
+            DeviceBlocks::Painn(blocks) => {
+                let b = &blocks[t];
+                let (update_in_t, update_in, update_in_b) = linear(&b.update_in);
+                let (update_out_t, update_out, update_out_b) = linear(&b.update_out);
+                let (context_in_t, context_in, context_in_b) = linear(&b.context_in);
+                let (context_out_t, context_out, context_out_b) = linear(&b.context_out);
+                ModelArgs {
+                    s_mid: g.address(&self.s_mid[t]),
+                    v_mid: g.address(&self.v_mid[t]),
+                    table: g.address(&b.table),
+                    update_in_t,
+                    update_in,
+                    update_in_b,
+                    update_out_t,
+                    update_out,
+                    update_out_b,
+                    context_in_t,
+                    context_in,
+                    context_in_b,
+                    context_out_t,
+                    context_out,
+                    context_out_b,
+                    channel_mix_t: g.address(&b.channel_mix.weight_t),
+                    channel_mix: g.address(&b.channel_mix.weight),
+                    ..*base
+                }
+            }
         }
     }
 
@@ -289,15 +411,30 @@ impl Workspace {
     /// Enqueues the neighbour search and the model at the device positions: atom
     /// energies, and with `want_forces` the forces and per-atom virials.
     pub(crate) fn enqueue_model(&mut self, w: &GpuWeights, want_forces: bool) -> Result<()> {
-        let gpu = w.gpu.clone();
         self.cells.enqueue_build()?;
         if want_forces {
-            gpu.clear(&mut self.edge_adjoint)?;
+            w.gpu.clear(&mut self.edge_adjoint)?;
         }
-        let n = self.num_atoms;
-        if n == 0 {
+        if self.num_atoms == 0 {
             return Ok(());
         }
+        match w.blocks {
+            DeviceBlocks::Student(_) => self.enqueue_student(w, want_forces)?,
+            DeviceBlocks::Painn(_) => self.enqueue_painn(w, want_forces)?,
+        }
+        if want_forces {
+            let base = self.args(w);
+            let atoms = grid_1d(self.num_atoms, BLOCK_THREADS)?;
+            w.gpu.launch("mlff_student_edge_gradients", atoms, &base)?;
+            w.gpu.launch("mlff_student_forces", atoms, &base)?;
+        }
+        Ok(())
+    }
+
+    /// Architecture 1: forward and adjoint, ending in the per-edge adjoints.
+    fn enqueue_student(&mut self, w: &GpuWeights, want_forces: bool) -> Result<()> {
+        let gpu = w.gpu.clone();
+        let n = self.num_atoms;
         let h = w.hidden;
         let base = ModelArgs { want_gradient: want_forces as u32, ..self.args(w) };
         let ta = tile_atoms(h);
@@ -308,7 +445,7 @@ impl Workspace {
         let (update_kernel, update_back_kernel, readout_kernel) = tile_kernels(ta);
         let update = LaunchConfig { shared_mem_bytes: (3 * h * ta * 4) as u32, ..tiles };
         gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
-        for t in 0..w.blocks.len() {
+        for t in 0..w.num_blocks() {
             let a = self.block_args(w, &base, t);
             gpu.launch(message, edge_warps, &a)?;
             gpu.launch(update_kernel, update, &a)?;
@@ -316,21 +453,67 @@ impl Workspace {
         let readout = LaunchConfig { shared_mem_bytes: ((13 * h / 4) * ta * 4) as u32, ..tiles };
         gpu.launch(readout_kernel, readout, &base)?;
         if want_forces {
-            for t in (0..w.blocks.len()).rev() {
+            for t in (0..w.num_blocks()).rev() {
                 // The block's input state again: the embedding, or the update of the block before.
                 if t == 0 {
                     gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
                 } else {
                     gpu.launch(update_kernel, update, &self.block_args(w, &base, t - 1))?;
                 }
-                let a = ModelArgs { has_gv: (t + 1 < w.blocks.len()) as u32, ..self.block_args(w, &base, t) };
+                let a = ModelArgs { has_gv: (t + 1 < w.num_blocks()) as u32, ..self.block_args(w, &base, t) };
                 let back = LaunchConfig { shared_mem_bytes: (4 * h * ta * 4) as u32, ..tiles };
                 gpu.launch(update_back_kernel, back, &a)?;
                 gpu.launch(message_back, edge_warps, &a)?;
             }
-            let atoms = grid_1d(n, BLOCK_THREADS)?;
-            gpu.launch("mlff_student_edge_gradients", atoms, &base)?;
-            gpu.launch("mlff_student_forces", atoms, &base)?;
+        }
+        Ok(())
+    }
+
+    /// PaiNN: forward and adjoint, ending in the per-edge adjoints. Per block: the
+    /// context x of the block input, the interaction, the mixing. The adjoint
+    /// recomputes each block's input (embedding, or the previous block's mixing) and
+    /// its context instead of storing them.
+    fn enqueue_painn(&mut self, w: &GpuWeights, want_forces: bool) -> Result<()> {
+        let gpu = w.gpu.clone();
+        let (n, h, blocks) = (self.num_atoms, w.hidden, w.num_blocks());
+        let base = ModelArgs { want_gradient: want_forces as u32, ..self.args(w) };
+        let ta = if h <= 128 { 8 } else { 4 };
+        let tile = |floats: usize| LaunchConfig {
+            grid_dim: (n.div_ceil(ta).max(1) as u32, 1, 1),
+            block_dim: (h as u32, 1, 1),
+            shared_mem_bytes: (floats * h * ta * 4) as u32,
+        };
+        let [context, context_back, mixing, mixing_back, readout] = painn_tile_kernels(ta);
+        let edge_warps = grid_1d(32 * n * self.groups, 128)?;
+        let (message, message_back) = match h / (32 * self.groups) {
+            1 => ("mlff_painn_message_c1", "mlff_painn_message_back_c1"),
+            2 => ("mlff_painn_message_c2", "mlff_painn_message_back_c2"),
+            4 => ("mlff_painn_message_c4", "mlff_painn_message_back_c4"),
+            _ => ("mlff_painn_message_c8", "mlff_painn_message_back_c8"),
+        };
+        let embed = grid_1d(n * h, BLOCK_THREADS)?;
+        gpu.launch("mlff_student_embed", embed, &base)?;
+        for t in 0..blocks {
+            let a = self.block_args(w, &base, t);
+            gpu.launch(context, tile(2), &a)?;
+            gpu.launch(message, edge_warps, &a)?;
+            gpu.launch(mixing, tile(5), &a)?;
+        }
+        gpu.launch(readout, tile(2), &base)?;
+        if !want_forces {
+            return Ok(());
+        }
+        for t in (0..blocks).rev() {
+            if t == 0 {
+                gpu.launch("mlff_student_embed", embed, &base)?;
+            } else {
+                gpu.launch(mixing, tile(5), &self.block_args(w, &base, t - 1))?;
+            }
+            let a = ModelArgs { has_gv: (t + 1 < blocks) as u32, ..self.block_args(w, &base, t) };
+            gpu.launch(context, tile(2), &a)?;
+            gpu.launch(mixing_back, tile(6), &a)?;
+            gpu.launch(message_back, edge_warps, &a)?;
+            gpu.launch(context_back, tile(5), &a)?;
         }
         Ok(())
     }
@@ -412,7 +595,8 @@ impl Workspace {
     /// Approximate device bytes this workspace holds.
     pub fn bytes(&self) -> usize {
         let hidden = self.s.len() / self.num_atoms.max(1);
-        self.num_atoms * bytes_per_atom(hidden, self.s_mid.len()) + self.edge_capacity() * bytes_per_edge(self.groups)
+        let painn = self.x.len() > 1;
+        self.num_atoms * bytes_per_atom(hidden, self.s_mid.len(), painn) + self.edge_capacity() * bytes_per_edge(self.groups)
     }
 }
 
@@ -432,5 +616,15 @@ fn tile_kernels(ta: usize) -> (&'static str, &'static str, &'static str) {
         ("mlff_student_update_t16", "mlff_student_update_back_t16", "mlff_student_readout_t16")
     } else {
         ("mlff_student_update_t8", "mlff_student_update_back_t8", "mlff_student_readout_t8")
+    }
+}
+
+/// PaiNN's atom-tile kernels for tiles of `ta` atoms (context, its adjoint, mixing,
+/// its adjoint, readout).
+fn painn_tile_kernels(ta: usize) -> [&'static str; 5] {
+    if ta == 8 {
+        ["mlff_painn_context_t8", "mlff_painn_context_back_t8", "mlff_painn_mixing_t8", "mlff_painn_mixing_back_t8", "mlff_painn_readout_t8"]
+    } else {
+        ["mlff_painn_context_t4", "mlff_painn_context_back_t4", "mlff_painn_mixing_t4", "mlff_painn_mixing_back_t4", "mlff_painn_readout_t4"]
     }
 }

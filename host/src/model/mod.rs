@@ -4,6 +4,8 @@ pub mod cpu;
 pub mod demo;
 pub mod filter_table;
 pub mod gpu;
+pub mod painn;
+pub mod painn_cpu;
 pub mod student;
 
 use crate::device::Device;
@@ -14,7 +16,8 @@ use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use student::{StudentConfig, StudentWeights, ARCHITECTURE};
+use painn::{PainnConfig, PainnWeights};
+use student::{StudentConfig, StudentWeights};
 
 /// Energy, forces and (for periodic structures) stress of one structure.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,10 +33,19 @@ pub struct Prediction {
     pub stress: Option<[[f64; 3]; 3]>,
 }
 
+/// The weights of one of the architectures this engine runs (MODEL.md).
+#[derive(Clone, Debug)]
+pub enum Weights {
+    /// Architecture 1, `mlff_distiller.StudentForceField`.
+    Student(StudentWeights),
+    /// Architecture 2, PaiNN as in SchNetPack.
+    Painn(PainnWeights),
+}
+
 /// A loaded model.
 #[derive(Clone, Debug)]
 pub struct Model {
-    weights: StudentWeights,
+    weights: Weights,
     metadata: HashMap<String, String>,
     gpu_state: GpuState,
 }
@@ -68,37 +80,63 @@ impl Model {
         let architecture = metadata
             .get("architecture")
             .ok_or_else(|| Error::InvalidModel("metadata has no `architecture`".into()))?;
-        if architecture != ARCHITECTURE {
-            return Err(Error::InvalidModel(format!(
-                "unknown architecture `{architecture}` (this engine knows `{ARCHITECTURE}`)"
-            )));
-        }
-        let config = StudentConfig::from_json(
-            metadata.get("config").ok_or_else(|| Error::InvalidModel("metadata has no `config`".into()))?,
-        )?;
-        let weights = StudentWeights::from_safetensors(&st, config)?;
+        let config = metadata.get("config").ok_or_else(|| Error::InvalidModel("metadata has no `config`".into()))?;
+        let weights = match architecture.as_str() {
+            student::ARCHITECTURE => Weights::Student(
+                StudentWeights::from_safetensors(&st, StudentConfig::from_json(config)?)?
+                    .with_elements(metadata.get("elements").map(String::as_str))?,
+            ),
+            painn::ARCHITECTURE => Weights::Painn(PainnWeights::from_safetensors(&st, PainnConfig::from_json(config)?)?),
+            other => {
+                return Err(Error::InvalidModel(format!(
+                    "unknown architecture `{other}` (this engine knows `{}` and `{}`)",
+                    student::ARCHITECTURE,
+                    painn::ARCHITECTURE
+                )))
+            }
+        };
         Ok(Model { weights, metadata, gpu_state: GpuState::default() })
     }
 
     /// A model from weights in memory (`metadata` as a file would carry it).
     pub fn from_weights(weights: StudentWeights, metadata: HashMap<String, String>) -> Self {
-        Model { weights, metadata, gpu_state: GpuState::default() }
+        Model { weights: Weights::Student(weights), metadata, gpu_state: GpuState::default() }
     }
 
     pub fn architecture(&self) -> &str {
-        ARCHITECTURE
+        match self.weights {
+            Weights::Student(_) => student::ARCHITECTURE,
+            Weights::Painn(_) => painn::ARCHITECTURE,
+        }
     }
 
-    pub fn config(&self) -> &StudentConfig {
-        &self.weights.config
+    /// Feature channels per atom (H, or F of PaiNN).
+    pub fn hidden_dim(&self) -> usize {
+        match &self.weights {
+            Weights::Student(w) => w.hidden_dim(),
+            Weights::Painn(w) => w.features(),
+        }
+    }
+
+    pub fn num_interactions(&self) -> usize {
+        match &self.weights {
+            Weights::Student(w) => w.config.num_interactions,
+            Weights::Painn(w) => w.config.n_interactions,
+        }
     }
 
     pub fn cutoff(&self) -> f32 {
-        self.weights.config.cutoff
+        match &self.weights {
+            Weights::Student(w) => w.config.cutoff,
+            Weights::Painn(w) => w.config.cutoff,
+        }
     }
 
     pub fn parameter_count(&self) -> usize {
-        self.weights.parameter_count()
+        match &self.weights {
+            Weights::Student(w) => w.parameter_count(),
+            Weights::Painn(w) => w.parameter_count(),
+        }
     }
 
     /// The file's metadata (architecture, config, provenance).
@@ -106,8 +144,16 @@ impl Model {
         &self.metadata
     }
 
-    pub fn weights(&self) -> &StudentWeights {
+    pub fn weights(&self) -> &Weights {
         &self.weights
+    }
+
+    /// The weights, where the model is of architecture 1.
+    pub fn student_weights(&self) -> Option<&StudentWeights> {
+        match &self.weights {
+            Weights::Student(w) => Some(w),
+            Weights::Painn(_) => None,
+        }
     }
 
     /// The model's neighbour list of a batch.
@@ -122,15 +168,15 @@ impl Model {
             return Ok(outputs.into_iter().flat_map(|(_, out)| out.energies).collect());
         }
         let (batch, list) = self.prepare(structures)?;
-        let cpu = self.cpu_of(device)?;
-        Ok(cpu::evaluate(cpu, &self.weights, &batch, &list, false).energies)
+        Ok(self.evaluate_cpu(self.cpu_of(device)?, &batch, &list, false).energies)
     }
 
     /// Runs whole-structure chunks of `structures` that fit the GPU's free memory.
     fn evaluate_gpu(&self, g: &Arc<crate::gpu::Gpu>, structures: &[Structure], want_forces: bool) -> Result<Vec<(Batch, gpu::GpuOutput)>> {
-        let (h, t) = (self.weights.hidden_dim(), self.weights.config.num_interactions);
+        let (h, t) = (self.hidden_dim(), self.num_interactions());
+        let painn = matches!(self.weights, Weights::Painn(_));
         // Per atom: state and gradients, plus ~64 edges of up to 8 channel groups.
-        let per_atom = gpu::bytes_per_atom(h, t) + 64 * gpu::bytes_per_edge(8) + 128;
+        let per_atom = gpu::bytes_per_atom(h, t, painn) + 64 * gpu::bytes_per_edge(8) + 128;
         let (free, _) = g.memory_info()?;
         let mut state = self.gpu_state.0.lock().unwrap_or_else(|p| p.into_inner());
         let held = state.as_ref().and_then(|(_, ws)| ws.as_ref()).map_or(0, |ws| ws.bytes());
@@ -208,8 +254,7 @@ impl Model {
             return self.predictions_gpu(g, structures);
         }
         let (batch, list) = self.prepare(structures)?;
-        let cpu = self.cpu_of(device)?;
-        let out = cpu::evaluate(cpu, &self.weights, &batch, &list, true);
+        let out = self.evaluate_cpu(self.cpu_of(device)?, &batch, &list, true);
         let forces = out.forces.unwrap_or_default();
         let edge_grad = out.edge_grad.unwrap_or_default();
         let stresses = stress(structures, &batch, &list, &edge_grad);
@@ -234,8 +279,18 @@ impl Model {
 
     pub(crate) fn prepare_batch(&self, structures: &[Structure]) -> Result<Batch> {
         let batch = Batch::new(structures)?;
-        self.weights.check_elements(&batch.numbers, &batch.structure_of)?;
+        match &self.weights {
+            Weights::Student(w) => w.check_elements(&batch.numbers, &batch.structure_of)?,
+            Weights::Painn(w) => student::check_elements(w.config.max_z, None, &batch.numbers, &batch.structure_of)?,
+        }
         Ok(batch)
+    }
+
+    pub(crate) fn evaluate_cpu(&self, cpu: &crate::cpu::Cpu, batch: &Batch, list: &NeighborList, forces: bool) -> cpu::BatchOutput {
+        match &self.weights {
+            Weights::Student(w) => cpu::evaluate(cpu, w, batch, list, forces),
+            Weights::Painn(w) => painn_cpu::evaluate(cpu, w, batch, list, forces),
+        }
     }
 
     fn cpu_of<'d>(&self, device: &'d Device) -> Result<&'d crate::cpu::Cpu> {

@@ -64,6 +64,13 @@ impl Linear {
         self.weight_t.len() / self.bias.len().max(1)
     }
 
+    /// The layer restricted to output columns `range`.
+    pub fn columns(&self, range: std::ops::Range<usize>) -> Linear {
+        let outputs = self.bias.len();
+        let weight_t = (0..self.inputs()).flat_map(|i| self.weight_t[i * outputs + range.start..i * outputs + range.end].iter().copied()).collect();
+        Linear { weight_t, bias: self.bias[range].to_vec() }
+    }
+
     /// The weight as PyTorch stores it, `[out][in]`.
     pub fn weight(&self) -> Vec<f32> {
         let (inputs, outputs) = (self.inputs(), self.bias.len());
@@ -95,10 +102,15 @@ pub struct StudentWeights {
     pub embedding: Vec<f32>,
     pub interactions: Vec<Interaction>,
     pub head: [Linear; 3],
+    /// Per-element reference energies `[max_z + 1]` (eV), added to each atom's
+    /// energy; optional tensor `atomref` (an extension of MLFF-Distiller's layout).
+    pub atomref: Option<Vec<f32>>,
+    /// The elements the model was trained on (metadata `elements`); others are refused.
+    pub elements: Option<Vec<u32>>,
 }
 
 /// Reads tensor `name` as f32 and checks its shape.
-fn tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+pub(crate) fn tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
     let view = st.tensor(name).map_err(|_| Error::InvalidModel(format!("missing tensor `{name}`")))?;
     if view.shape() != shape {
         return Err(Error::InvalidModel(format!(
@@ -122,7 +134,7 @@ fn tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
 }
 
 /// PyTorch `Linear` `prefix.weight` `[out, in]` and `prefix.bias` `[out]`, transposed.
-fn linear(st: &SafeTensors, prefix: &str, inputs: usize, outputs: usize) -> Result<Linear> {
+pub(crate) fn linear(st: &SafeTensors, prefix: &str, inputs: usize, outputs: usize) -> Result<Linear> {
     let w = tensor(st, &format!("{prefix}.weight"), &[outputs, inputs])?;
     let bias = tensor(st, &format!("{prefix}.bias"), &[outputs])?;
     let mut weight_t = vec![0.0; inputs * outputs];
@@ -161,7 +173,27 @@ impl StudentWeights {
             linear(st, "energy_head.2", h / 2, h / 4)?,
             linear(st, "energy_head.4", h / 4, 1)?,
         ];
-        Ok(StudentWeights { config, centers, widths, embedding, interactions, head })
+        let atomref = match st.tensor("atomref") {
+            Ok(_) => Some(tensor(st, "atomref", &[config.max_z + 1])?),
+            Err(_) => None,
+        };
+        Ok(StudentWeights { config, centers, widths, embedding, interactions, head, atomref, elements: None })
+    }
+
+    /// Restricts the model to `elements` (atomic numbers), as the metadata's
+    /// `elements` (symbols separated by spaces) names them.
+    pub fn with_elements(mut self, symbols: Option<&str>) -> Result<Self> {
+        self.elements = symbols
+            .map(|list| {
+                list.split_whitespace()
+                    .map(|sym| {
+                        crate::elements::atomic_number(sym)
+                            .ok_or_else(|| Error::InvalidModel(format!("metadata `elements` names unknown element `{sym}`")))
+                    })
+                    .collect::<Result<Vec<u32>>>()
+            })
+            .transpose()?;
+        Ok(self)
     }
 
     pub fn hidden_dim(&self) -> usize {
@@ -206,19 +238,38 @@ impl StudentWeights {
                 .map(|b| linear(&b.filter_in) + linear(&b.filter_out) + linear(&b.update_in) + linear(&b.update_out) + 9)
                 .sum::<usize>()
             + self.head.iter().map(linear).sum::<usize>()
+            + self.atomref.as_ref().map_or(0, Vec::len)
     }
 
-    /// Checks that every atomic number has an embedding row.
+    /// Checks that every atomic number has an embedding row and was trained on.
     pub fn check_elements(&self, numbers: &[u32], structure_of: &[u32]) -> Result<()> {
-        let max_z = self.config.max_z as u32;
-        if let Some(atom) = numbers.iter().position(|&z| z == 0 || z > max_z) {
+        check_elements(self.config.max_z, self.elements.as_deref(), numbers, structure_of)
+    }
+}
+
+/// Checks that every atomic number is within 1..=max_z and, where the model names
+/// the elements it was trained on, among them.
+pub fn check_elements(max_z: usize, known: Option<&[u32]>, numbers: &[u32], structure_of: &[u32]) -> Result<()> {
+    let max_z = max_z as u32;
+    if let Some(atom) = numbers.iter().position(|&z| z == 0 || z > max_z) {
+        return Err(Error::InvalidInput(format!(
+            "structure {}: atomic number {} is not covered by the model's embedding (1..={max_z})",
+            structure_of[atom], numbers[atom]
+        )));
+    }
+    if let Some(known) = known {
+        if let Some(atom) = numbers.iter().position(|z| !known.contains(z)) {
+            let names: Vec<&str> = known.iter().map(|&z| crate::elements::symbol(z).unwrap_or("?")).collect();
             return Err(Error::InvalidInput(format!(
-                "structure {}: atomic number {} is not covered by the model's embedding (1..={max_z})",
-                structure_of[atom], numbers[atom]
+                "structure {}: element {} (Z = {}) was not in the model's training data ({})",
+                structure_of[atom],
+                crate::elements::symbol(numbers[atom]).unwrap_or("?"),
+                numbers[atom],
+                names.join(" ")
             )));
         }
-        Ok(())
     }
+    Ok(())
 }
 
 impl StudentWeights {
@@ -256,6 +307,9 @@ impl StudentWeights {
         }
         for (k, l) in self.head.iter().enumerate() {
             push_linear(&mut push, format!("energy_head.{}", 2 * k), l);
+        }
+        if let Some(atomref) = &self.atomref {
+            push("atomref".into(), vec![c.max_z + 1], atomref);
         }
         let views = tensors
             .iter()

@@ -88,7 +88,7 @@ pub fn run(args: &BenchArgs) -> mlff::Result<()> {
         ("water box 2×2×2 (periodic)", vec![water_box(2)?], true),
         ("water box 4×4×4 (periodic)", vec![water_box(4)?], false),
     ];
-    println!("model: {} (H={}, T={}), energy + forces, median per call", args.model, model.config().hidden_dim, model.config().num_interactions);
+    println!("model: {} (H={}, T={}), energy + forces, median per call", args.model, model.hidden_dim(), model.num_interactions());
     if let Some(Device::Gpu(g)) = &gpu {
         println!("GPU: {}", g.name());
     }

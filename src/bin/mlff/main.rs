@@ -162,20 +162,14 @@ fn relax(model: &str, input: &std::path::Path, output: &std::path::Path, setting
 
 fn info(model: &str) -> mlff::Result<()> {
     let m = load_model(model)?;
-    let c = m.config();
     println!("architecture   {}", m.architecture());
-    println!("hidden_dim     {}", c.hidden_dim);
-    println!("interactions   {}", c.num_interactions);
-    println!("num_rbf        {}", c.num_rbf);
-    println!("cutoff         {} Å", c.cutoff);
+    println!("hidden_dim     {}", m.hidden_dim());
+    println!("interactions   {}", m.num_interactions());
+    println!("cutoff         {} Å", m.cutoff());
     println!("parameters     {}", m.parameter_count());
-    let last = (c.max_z as u32).min(mlff::elements::MAX_Z);
-    println!(
-        "elements       Z = 1..={} ({} … {})",
-        c.max_z,
-        mlff::elements::symbol(1).unwrap_or("?"),
-        mlff::elements::symbol(last).unwrap_or("?")
-    );
+    if let Some(config) = m.metadata().get("config") {
+        println!("config         {config}");
+    }
     let mut keys: Vec<_> = m.metadata().iter().filter(|(k, _)| !matches!(k.as_str(), "architecture" | "config")).collect();
     keys.sort();
     for (k, v) in keys {

@@ -1,0 +1,391 @@
+//! PaiNN on the GPU (architecture 2 of MODEL.md), the same math as [`crate::painn`]
+//! laid out as the student's GPU path ([`crate::gpu_student`]): edge passes one
+//! warp per (receiver, channel group) over the receiver's CSR row (no float
+//! atomics), the filter W(d) read from a Hermite table, and the per-atom networks
+//! (context, mixing, readout and their adjoints) over tiles of TA atoms with one
+//! thread per channel. `s`, `v`, `s_mid`, `v_mid`, `gs`, `gv`, `gs_mid`, `gv_mid` of
+//! [`ModelArgs`] hold q, μ and their adjoints.
+
+use crate::device::gpu;
+use crate::filter_table::{value, value_and_slope};
+use crate::gpu_student::{for_each_row_edge, tile_dense, warp_task};
+use crate::launch_args::ModelArgs;
+use crate::math::{silu, silu_and_grad, sqrt};
+use crate::painn::NORM_EPSILON;
+
+/// x = Dense(H→3H)(SiLU(Dense(H→H)(q))) over a tile of TA atoms (H threads).
+/// Shared memory: 2·H·TA floats.
+pub unsafe fn context<const TA: usize>(a: &ModelArgs) {
+    let h = a.hidden as usize;
+    let n = a.num_atoms as usize;
+    let c = gpu::thread_idx();
+    let first = gpu::block_idx() * TA;
+    let input = gpu::dynamic_shared_f32();
+    let hidden = input.add(h * TA);
+    for t in 0..TA {
+        let i = first + t;
+        *input.add(t * h + c) = if i < n { *a.s.add(i * h + c) } else { 0.0 };
+    }
+    gpu::sync_threads();
+    let pre = tile_dense::<TA>(input, h, h, a.context_in_t, h, c, *a.context_in_b.add(c));
+    for t in 0..TA {
+        *hidden.add(t * h + c) = silu(pre[t]);
+    }
+    gpu::sync_threads();
+    for part in 0..3 {
+        let col = part * h + c;
+        let out = tile_dense::<TA>(hidden, h, h, a.context_out_t, 3 * h, col, *a.context_out_b.add(col));
+        for t in 0..TA {
+            let i = first + t;
+            if i < n {
+                *a.x.add(i * 3 * h + col) = out[t];
+            }
+        }
+    }
+}
+
+/// gs = gs_mid + ∂(x·gx)/∂q over a tile of TA atoms (H threads).
+/// Shared memory: 5·H·TA floats.
+pub unsafe fn context_backward<const TA: usize>(a: &ModelArgs) {
+    let h = a.hidden as usize;
+    let n = a.num_atoms as usize;
+    let c = gpu::thread_idx();
+    let first = gpu::block_idx() * TA;
+    let input = gpu::dynamic_shared_f32();
+    let g_x = input.add(h * TA);
+    let g_hidden = g_x.add(3 * h * TA);
+    for t in 0..TA {
+        let i = first + t;
+        let live = i < n;
+        *input.add(t * h + c) = if live { *a.s.add(i * h + c) } else { 0.0 };
+        for part in 0..3 {
+            *g_x.add(t * 3 * h + part * h + c) = if live { *a.gx.add(i * 3 * h + part * h + c) } else { 0.0 };
+        }
+    }
+    gpu::sync_threads();
+    let pre = tile_dense::<TA>(input, h, h, a.context_in_t, h, c, *a.context_in_b.add(c));
+    let gh = tile_dense::<TA>(g_x, 3 * h, 3 * h, a.context_out, h, c, 0.0);
+    for t in 0..TA {
+        *g_hidden.add(t * h + c) = gh[t] * silu_and_grad(pre[t]).1;
+    }
+    gpu::sync_threads();
+    let gq = tile_dense::<TA>(g_hidden, h, h, a.context_in, h, c, 0.0);
+    for t in 0..TA {
+        let i = first + t;
+        if i < n {
+            *a.gs.add(i * h + c) = *a.gs_mid.add(i * h + c) + gq[t];
+        }
+    }
+}
+
+/// q_mid = q_i + Σ_j Wq∘xq_j, μ_mid = μ_i + Σ_j (WR∘xR_j ⊗ dir + Wμ∘xμ_j∘μ_j).
+pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
+    let Some((i, g)) = warp_task(a) else { return };
+    let lane = gpu::lane_id();
+    let h = a.hidden as usize;
+    let base = g * 32 * CH + lane;
+    let mut q_acc = [0.0f32; CH];
+    let mut mu_acc = [[0.0f32; CH]; 3];
+    for m in 0..CH {
+        let c = base + 32 * m;
+        q_acc[m] = *a.s.add(i * h + c);
+        for x in 0..3 {
+            mu_acc[x][m] = *a.v.add((i * 3 + x) * h + c);
+        }
+    }
+    for_each_row_edge(a, i, |edge| {
+        let (j, dir, at) = (edge.j, edge.u, &edge.at);
+        for m in 0..CH {
+            let c = base + 32 * m;
+            let x_j = a.x.add(j * 3 * h);
+            let wq = value(a.table, at, c, h) * *x_j.add(c);
+            let wr = value(a.table, at, h + c, h) * *x_j.add(h + c);
+            let wm = value(a.table, at, 2 * h + c, h) * *x_j.add(2 * h + c);
+            q_acc[m] += wq;
+            for x in 0..3 {
+                mu_acc[x][m] += wr * dir[x] + wm * *a.v.add((j * 3 + x) * h + c);
+            }
+        }
+    });
+    for m in 0..CH {
+        let c = base + 32 * m;
+        *a.s_mid.add(i * h + c) = q_acc[m];
+        for x in 0..3 {
+            *a.v_mid.add((i * 3 + x) * h + c) = mu_acc[x][m];
+        }
+    }
+}
+
+/// Adjoint of `message_forward` for atom i over its row: ∂E/∂x_i into `gx` and
+/// ∂E/∂μ_i of the block input into `gv` (residual + what i sent, through the reverse
+/// edges, which share W and have direction −dir), and [∂E/∂d, ∂E/∂dir] of each
+/// edge of the row added to `edge_adjoint`.
+pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
+    let Some((i, g)) = warp_task(a) else { return };
+    let lane = gpu::lane_id();
+    let h = a.hidden as usize;
+    let base = g * 32 * CH + lane;
+    let mut gq_i = [0.0f32; CH];
+    let mut gmu_i = [[0.0f32; CH]; 3];
+    let mut mu_i = [[0.0f32; CH]; 3];
+    let mut xm_i = [0.0f32; CH];
+    for m in 0..CH {
+        let c = base + 32 * m;
+        gq_i[m] = *a.gs_mid.add(i * h + c);
+        xm_i[m] = *a.x.add(i * 3 * h + 2 * h + c);
+        for x in 0..3 {
+            gmu_i[x][m] = *a.gv_mid.add((i * 3 + x) * h + c);
+            mu_i[x][m] = *a.v.add((i * 3 + x) * h + c);
+        }
+    }
+    let mut gx_acc = [[0.0f32; CH]; 3];
+    let mut gmu_acc = gmu_i;
+    let adjoint = a.edge_adjoint.add(g * a.edge_capacity as usize);
+    for_each_row_edge(a, i, |edge| {
+        let (j, dir, at) = (edge.j, edge.u, &edge.at);
+        let x_j = a.x.add(j * 3 * h);
+        let mut gd = 0.0f32;
+        let mut gdir = [0.0f32; 3];
+        for m in 0..CH {
+            let c = base + 32 * m;
+            let (wq, dwq) = value_and_slope(a.table, at, c, h);
+            let (wr, dwr) = value_and_slope(a.table, at, h + c, h);
+            let (wm, dwm) = value_and_slope(a.table, at, 2 * h + c, h);
+            let (xq, xr, xm) = (*x_j.add(c), *x_j.add(h + c), *x_j.add(2 * h + c));
+            // Edge j→i.
+            gd += gq_i[m] * xq * dwq;
+            // Reverse edge i→j.
+            gx_acc[0][m] += *a.gs_mid.add(j * h + c) * wq;
+            for x in 0..3 {
+                let row = (j * 3 + x) * h + c;
+                let gmu_j = *a.gv_mid.add(row);
+                gdir[x] += gmu_i[x][m] * wr * xr;
+                gd += gmu_i[x][m] * (xr * dir[x] * dwr + xm * *a.v.add(row) * dwm);
+                gx_acc[1][m] -= gmu_j * dir[x] * wr;
+                gx_acc[2][m] += gmu_j * mu_i[x][m] * wm;
+                gmu_acc[x][m] += gmu_j * wm * xm_i[m];
+            }
+        }
+        let gd = gpu::warp_reduce_sum(gd);
+        let gdir = [gpu::warp_reduce_sum(gdir[0]), gpu::warp_reduce_sum(gdir[1]), gpu::warp_reduce_sum(gdir[2])];
+        if lane == 0 {
+            let slot = adjoint.add(edge.index);
+            let old = *slot;
+            *slot = [old[0] + gd, old[1] + gdir[0], old[2] + gdir[1], old[3] + gdir[2]];
+        }
+    });
+    for m in 0..CH {
+        let c = base + 32 * m;
+        for part in 0..3 {
+            *a.gx.add(i * 3 * h + part * h + c) = gx_acc[part][m];
+        }
+        for x in 0..3 {
+            *a.gv.add((i * 3 + x) * h + c) = gmu_acc[x][m];
+        }
+    }
+}
+
+/// The mixing network's forward over a tile, for thread c: [μV | μW] of the three
+/// Cartesian rows, ‖μV‖, and the hidden pre-activation. Leaves [q ‖ ‖μV‖] in
+/// `ctx` (2·H·TA) and uses `mu_tile` (3·H·TA) for μ.
+struct MixingTile<const TA: usize> {
+    mu_v: [[f32; TA]; 3],
+    mu_w: [[f32; TA]; 3],
+    norm: [f32; TA],
+    pre: [f32; TA],
+}
+
+unsafe fn mixing_tile<const TA: usize>(a: &ModelArgs, mu_tile: *mut f32, ctx: *mut f32) -> MixingTile<TA> {
+    let h = a.hidden as usize;
+    let n = a.num_atoms as usize;
+    let c = gpu::thread_idx();
+    let first = gpu::block_idx() * TA;
+    for t in 0..TA {
+        let i = first + t;
+        let live = i < n;
+        for x in 0..3 {
+            *mu_tile.add((t * 3 + x) * h + c) = if live { *a.v_mid.add((i * 3 + x) * h + c) } else { 0.0 };
+        }
+        *ctx.add(t * 2 * h + c) = if live { *a.s_mid.add(i * h + c) } else { 0.0 };
+    }
+    gpu::sync_threads();
+    let mut mu_v = [[0.0f32; TA]; 3];
+    let mut mu_w = [[0.0f32; TA]; 3];
+    for x in 0..3 {
+        mu_v[x] = tile_dense::<TA>(mu_tile.add(x * h), 3 * h, h, a.channel_mix_t, 2 * h, c, 0.0);
+        mu_w[x] = tile_dense::<TA>(mu_tile.add(x * h), 3 * h, h, a.channel_mix_t, 2 * h, h + c, 0.0);
+    }
+    let mut norm = [0.0f32; TA];
+    for t in 0..TA {
+        let v = |x: usize| mu_v[x][t];
+        norm[t] = sqrt((v(0) * v(0) + v(1) * v(1)) + v(2) * v(2) + NORM_EPSILON);
+        *ctx.add(t * 2 * h + h + c) = norm[t];
+    }
+    gpu::sync_threads();
+    let pre = tile_dense::<TA>(ctx, 2 * h, 2 * h, a.update_in_t, h, c, *a.update_in_b.add(c));
+    MixingTile { mu_v, mu_w, norm, pre }
+}
+
+/// Mixing over a tile of TA atoms (H threads): q = q_mid + a + c∘⟨μV, μW⟩,
+/// μ = μ_mid + b∘μW. Shared memory: 5·H·TA floats.
+pub unsafe fn mixing_forward<const TA: usize>(a: &ModelArgs) {
+    let h = a.hidden as usize;
+    let n = a.num_atoms as usize;
+    let c = gpu::thread_idx();
+    let first = gpu::block_idx() * TA;
+    let shared = gpu::dynamic_shared_f32();
+    let (mu_tile, ctx) = (shared, shared.add(3 * h * TA));
+    let m = mixing_tile::<TA>(a, mu_tile, ctx);
+    let hidden = mu_tile;
+    for t in 0..TA {
+        *hidden.add(t * h + c) = silu(m.pre[t]);
+    }
+    gpu::sync_threads();
+    let add = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, c, *a.update_out_b.add(c));
+    let gate = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c));
+    let scale = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
+    for t in 0..TA {
+        let i = first + t;
+        if i < n {
+            let inner = (m.mu_v[0][t] * m.mu_w[0][t] + m.mu_v[1][t] * m.mu_w[1][t]) + m.mu_v[2][t] * m.mu_w[2][t];
+            *a.s.add(i * h + c) = *a.s_mid.add(i * h + c) + add[t] + scale[t] * inner;
+            for x in 0..3 {
+                let row = (i * 3 + x) * h + c;
+                *a.v.add(row) = *a.v_mid.add(row) + gate[t] * m.mu_w[x][t];
+            }
+        }
+    }
+}
+
+/// Adjoint of `mixing_forward`: from (gs, gv) of the block output to (gs_mid, gv_mid).
+/// Shared memory: 6·H·TA floats.
+pub unsafe fn mixing_backward<const TA: usize>(a: &ModelArgs) {
+    let h = a.hidden as usize;
+    let n = a.num_atoms as usize;
+    let c = gpu::thread_idx();
+    let first = gpu::block_idx() * TA;
+    let shared = gpu::dynamic_shared_f32();
+    let (mu_tile, ctx) = (shared, shared.add(3 * h * TA));
+    let m = mixing_tile::<TA>(a, mu_tile, ctx);
+    let hidden = mu_tile;
+    let mut dsilu = [0.0f32; TA];
+    for t in 0..TA {
+        let (y, dy) = silu_and_grad(m.pre[t]);
+        *hidden.add(t * h + c) = y;
+        dsilu[t] = dy;
+    }
+    gpu::sync_threads();
+    let gate = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c));
+    let scale = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
+    gpu::sync_threads();
+    // ∂E/∂[a | b | c] into shared memory.
+    let g_out = shared;
+    let mut gq = [0.0f32; TA];
+    let mut gmu = [[0.0f32; TA]; 3];
+    for t in 0..TA {
+        let i = first + t;
+        if i < n {
+            gq[t] = *a.gs.add(i * h + c);
+            if a.has_gv != 0 {
+                for x in 0..3 {
+                    gmu[x][t] = *a.gv.add((i * 3 + x) * h + c);
+                }
+            }
+        }
+        let inner = (m.mu_v[0][t] * m.mu_w[0][t] + m.mu_v[1][t] * m.mu_w[1][t]) + m.mu_v[2][t] * m.mu_w[2][t];
+        *g_out.add(t * 3 * h + c) = gq[t];
+        *g_out.add(t * 3 * h + h + c) = (gmu[0][t] * m.mu_w[0][t] + gmu[1][t] * m.mu_w[1][t]) + gmu[2][t] * m.mu_w[2][t];
+        *g_out.add(t * 3 * h + 2 * h + c) = gq[t] * inner;
+    }
+    gpu::sync_threads();
+    let gh = tile_dense::<TA>(g_out, 3 * h, 3 * h, a.update_out, h, c, 0.0);
+    gpu::sync_threads();
+    let g_hidden = shared;
+    for t in 0..TA {
+        *g_hidden.add(t * h + c) = gh[t] * dsilu[t];
+    }
+    gpu::sync_threads();
+    let gq_in = tile_dense::<TA>(g_hidden, h, h, a.update_in, 2 * h, c, 0.0);
+    let gn = tile_dense::<TA>(g_hidden, h, h, a.update_in, 2 * h, h + c, 0.0);
+    gpu::sync_threads();
+    // ∂E/∂[μV | μW] per Cartesian row into shared memory, then through the channel mix.
+    let g_mixed = shared;
+    for t in 0..TA {
+        let g_inner = gq[t] * scale[t];
+        for x in 0..3 {
+            let row = (t * 3 + x) * 2 * h;
+            *g_mixed.add(row + c) = g_inner * m.mu_w[x][t] + gn[t] * m.mu_v[x][t] / m.norm[t];
+            *g_mixed.add(row + h + c) = g_inner * m.mu_v[x][t] + gmu[x][t] * gate[t];
+        }
+    }
+    gpu::sync_threads();
+    for x in 0..3 {
+        let back = tile_dense::<TA>(g_mixed.add(x * 2 * h), 6 * h, 2 * h, a.channel_mix, h, c, 0.0);
+        for t in 0..TA {
+            let i = first + t;
+            if i < n {
+                *a.gv_mid.add((i * 3 + x) * h + c) = gmu[x][t] + back[t];
+            }
+        }
+    }
+    for t in 0..TA {
+        let i = first + t;
+        if i < n {
+            *a.gs_mid.add(i * h + c) = gq[t] + gq_in[t];
+        }
+    }
+}
+
+/// Readout H → H/2 (SiLU) → 1 plus the element offset over a tile of TA atoms
+/// (H threads), and ∂E/∂q into `gs` when asked. Shared memory: (H + H)·TA floats.
+pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
+    let h = a.hidden as usize;
+    let h2 = h / 2;
+    let n = a.num_atoms as usize;
+    let c = gpu::thread_idx();
+    let first = gpu::block_idx() * TA;
+    let qx = gpu::dynamic_shared_f32();
+    let l1 = qx.add(h * TA);
+    let g1 = l1.add(h2 * TA);
+    for t in 0..TA {
+        let i = first + t;
+        *qx.add(t * h + c) = if i < n { *a.s.add(i * h + c) } else { 0.0 };
+    }
+    gpu::sync_threads();
+    let mut dsilu = [0.0f32; TA];
+    if c < h2 {
+        let pre = tile_dense::<TA>(qx, h, h, a.head_t[0], h2, c, *a.head_b[0].add(c));
+        for t in 0..TA {
+            let (y, dy) = silu_and_grad(pre[t]);
+            *l1.add(t * h2 + c) = y;
+            dsilu[t] = dy;
+        }
+    }
+    gpu::sync_threads();
+    if c < TA && first + c < n {
+        let mut e = *a.head_b[1];
+        for k in 0..h2 {
+            e += *l1.add(c * h2 + k) * *a.head_t[1].add(k);
+        }
+        if !a.atomref.is_null() {
+            e += *a.atomref.add(*a.numbers.add(first + c) as usize);
+        }
+        *a.atom_energy.add(first + c) = e;
+    }
+    if a.want_gradient == 0 {
+        return;
+    }
+    if c < h2 {
+        for t in 0..TA {
+            *g1.add(t * h2 + c) = *a.head_t[1].add(c) * dsilu[t];
+        }
+    }
+    gpu::sync_threads();
+    let gq = tile_dense::<TA>(g1, h2, h2, a.head[0], h, c, 0.0);
+    for t in 0..TA {
+        let i = first + t;
+        if i < n {
+            *a.gs.add(i * h + c) = gq[t];
+        }
+    }
+}
