@@ -5,10 +5,11 @@
 //! and it carries the bundled defaults of `data/`.
 pub use mlff_host::*;
 
-/// The bundled default model's file (`data/demo-student.safetensors`): a synthetic
-/// demo model with deterministic weights (see `model::demo`), until a trained
-/// default replaces it.
-pub const DEFAULT_MODEL_BYTES: &[u8] = include_bytes!("../data/demo-student.safetensors");
+/// The bundled default model's file (`data/gfn2-student.safetensors`): a student
+/// (architecture 1, H=64, T=2) distilled from GFN2-xTB on small organic molecules
+/// of H C N O F S Cl by `tools/distill/`; its metadata records the teacher, the data,
+/// the training settings and the held-out errors.
+pub const DEFAULT_MODEL_BYTES: &[u8] = include_bytes!("../data/gfn2-student.safetensors");
 
 /// Sample molecules (`data/molecules.xyz`): water, ammonia, methane, benzene and a
 /// 24-atom benzene dimer.

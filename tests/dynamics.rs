@@ -9,8 +9,11 @@ use mlff::relax::{relax, FireSettings};
 use mlff::{Device, Model, Structure};
 use std::sync::Arc;
 
+/// The synthetic demo model (deterministic, every element up to Z = 100): smooth
+/// and rotation-invariant by construction, so conservation laws are exact tests.
 fn demo() -> Model {
-    mlff::default_model().expect("bundled model")
+    use mlff::model::demo::{demo_config, synthetic_weights};
+    Model::from_weights(synthetic_weights(demo_config(), 2026), Default::default())
 }
 
 fn samples() -> Vec<Structure> {

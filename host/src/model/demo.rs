@@ -9,7 +9,7 @@ use super::student::{Interaction, Linear, StudentConfig, StudentWeights};
 
 /// What the demo model's metadata says it is.
 pub const DEMO_NOTE: &str = "SYNTHETIC DEMO MODEL: deterministic pseudo-random weights, not trained; \
-energies and forces are not physical. Regenerate with `cargo run --release --example make_demo_data`.";
+energies and forces are not physical. Used by tests that need every element (the bundled default covers H C N O F S Cl).";
 
 /// SplitMix64, enough for reproducible weights.
 struct SplitMix(u64);

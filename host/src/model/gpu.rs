@@ -274,8 +274,12 @@ impl Workspace {
     fn args(&self, w: &GpuWeights) -> ModelArgs {
         let g = &w.gpu;
         let cells = &self.cells;
+        // PaiNN's readout has two layers: the third slot stays null.
         let head = |k: usize| -> (*const f32, *const f32, *const f32) {
-            (g.address(&w.head[k].weight_t), g.address(&w.head[k].weight), g.address(&w.head[k].bias))
+            match w.head.get(k) {
+                Some(l) => (g.address(&l.weight_t), g.address(&l.weight), g.address(&l.bias)),
+                None => (std::ptr::null(), std::ptr::null(), std::ptr::null()),
+            }
         };
         let (h0, h1, h2) = (head(0), head(1), head(2));
         ModelArgs {

@@ -1,12 +1,10 @@
-//! Regenerates the bundled defaults in `data/`: the synthetic demo model and the
-//! sample structures. Deterministic: the same files every run.
+//! Regenerates the sample structures in `data/` (the bundled model is made by
+//! `tools/distill/`). Deterministic: the same files every run.
 //!
-//! `cargo run --release --example make_demo_data`
+//! `cargo run --release --example make_sample_data`
 
 use mlff::extxyz::write_frame;
-use mlff::model::demo::{demo_config, synthetic_weights, DEMO_NOTE};
 use mlff::Structure;
-use std::collections::HashMap;
 use std::f64::consts::PI;
 
 fn rotate_z(p: [f64; 3], angle: f64) -> [f64; 3] {
@@ -53,14 +51,6 @@ fn main() -> mlff::Result<()> {
         let path = data.join(name);
         std::fs::write(&path, bytes).map_err(|source| mlff::Error::Io { path, source })
     };
-
-    let weights = synthetic_weights(demo_config(), 2026);
-    let metadata = HashMap::from([
-        ("note".to_string(), DEMO_NOTE.to_string()),
-        ("units".to_string(), "positions Angstrom, energy eV, forces eV/Angstrom".to_string()),
-        ("source".to_string(), "mlff::model::demo::synthetic_weights(demo_config(), 2026)".to_string()),
-    ]);
-    write("demo-student.safetensors", &weights.to_safetensors(metadata)?)?;
 
     let mut molecules = String::new();
     let named = |name: &str| vec![("name".to_string(), name.to_string())];
