@@ -5,6 +5,7 @@
 //! - `student/*`: energy + forces of the shared model, neighbour search included,
 //!   positions in and energies/forces out (`Workspace::run`, a CUDA-graph replay), and
 //!   `Model::evaluate` end to end (structures in, predictions out);
+//! - `painn/*`: the same for a PaiNN of the same width (F = 128, T = 3, K = 20);
 //! - then a report of peak device memory per atom at 10k, 100k and 1M atoms.
 //! Skips (and says why) without a GPU.
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -92,7 +93,7 @@ fn neighbor_benches(c: &mut Criterion, gpu: &Arc<Gpu>) {
     group.finish();
 }
 
-fn model_benches(c: &mut Criterion, gpu: &Arc<Gpu>, model: &Model) {
+fn model_benches(c: &mut Criterion, gpu: &Arc<Gpu>, model: &Model, group_name: &str) {
     let weights = GpuWeights::new(gpu.clone(), model.weights()).unwrap();
     let cases: Vec<(String, Vec<Structure>)> = vec![
         ("24".into(), vec![organic(24, 1)]),
@@ -100,7 +101,7 @@ fn model_benches(c: &mut Criterion, gpu: &Arc<Gpu>, model: &Model) {
         ("10000".into(), vec![organic(10_000, 3)]),
         ("batch_256x24".into(), (0..256).map(|k| organic(24, 100 + k)).collect()),
     ];
-    let mut group = c.benchmark_group("student");
+    let mut group = c.benchmark_group(group_name);
     group.sample_size(50).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     for (name, structures) in &cases {
         let batch = Batch::new(structures).unwrap();
@@ -165,7 +166,22 @@ fn main() {
         neighbor_benches(&mut criterion, &gpu);
     }
     if only.is_empty() || only == "student" {
-        model_benches(&mut criterion, &gpu, &model);
+        model_benches(&mut criterion, &gpu, &model, "student");
+    }
+    if only.is_empty() || only == "painn" {
+        // A PaiNN of the shared student's width: F = 128, T = 3, K = 20, rc = 5 Å.
+        let config = mlff::model::painn::PainnConfig {
+            n_atom_basis: 128,
+            n_interactions: 3,
+            n_rbf: 20,
+            cutoff: 5.0,
+            max_z: 100,
+            shared_interactions: false,
+            shared_filters: false,
+            mean: 0.0,
+        };
+        let painn = Model::new(mlff::model::Weights::Painn(mlff::model::demo::synthetic_painn(config, 7)), Default::default());
+        model_benches(&mut criterion, &gpu, &painn, "painn");
     }
     if only.is_empty() || only == "memory" {
         memory_report(&gpu, &model);

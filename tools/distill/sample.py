@@ -9,6 +9,11 @@ several temperatures; frames are taken every `--stride` steps and written with
 their GFN2-xTB energy and forces (eV, eV/Å) as extended XYZ. Some frames are
 also rattled off the trajectory, so the student sees compressed bonds that MD at
 room temperature rarely reaches but that hot MD and relaxations do.
+
+MD of a dimer rarely visits the whole intermolecular range, so every dimer also
+gets `--dimer-scans` single points at random relative orientations, with the
+closest intermolecular contact drawn between 2.2 and 5 Å, and the benzene dimer a
+scan of stacked and slipped geometries (3.2-6 Å between the rings).
 """
 import argparse
 import sys
@@ -77,6 +82,56 @@ def dimer(first, second, rng, seed):
     return a + b
 
 
+def relaxed(atoms):
+    atoms = atoms.copy()
+    atoms.calc = calculator()
+    BFGS(atoms, logfile=None).run(fmax=0.05, steps=200)
+    atoms.calc = None
+    return atoms
+
+
+def placed(a, b, contact, rng):
+    """b rotated at random and moved along a random direction until its closest atom
+    is `contact` Å from a's; both centred on a's centre of mass."""
+    a = a.copy()
+    a.positions -= a.get_center_of_mass()
+    moved = (b.positions - b.get_center_of_mass()) @ random_rotation(rng).T
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    lo, hi = 0.0, 30.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        gap = np.min(np.linalg.norm(a.positions[:, None] - (moved + mid * direction)[None], axis=2))
+        lo, hi = (mid, hi) if gap < contact else (lo, mid)
+    out = a + Atoms(b.get_chemical_symbols(), positions=moved + hi * direction)
+    return out
+
+
+def dimer_scans(args, rng, frames):
+    monomers = {name: relaxed(conformer(MONOMERS[name], args.seed + k)) for k, name in enumerate(MONOMERS)
+                if any(name in pair for pair in DIMERS)}
+    for first, second in DIMERS:
+        for _ in range(args.dimer_scans):
+            atoms = placed(monomers[first], monomers[second], rng.uniform(2.2, 5.0), rng)
+            atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+            frame = label(atoms)
+            frame.info.update(molecule=f"{first}+{second} scan", temperature=-2)
+            frames.append(frame)
+    benzene = monomers["benzene"]
+    benzene.positions -= benzene.get_center_of_mass()
+    for _ in range(args.dimer_scans):
+        top = benzene.copy()
+        angle = rng.uniform(0, 2 * np.pi)
+        c, s_ = np.cos(angle), np.sin(angle)
+        top.positions = top.positions @ np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]]).T
+        top.positions += [rng.uniform(-2, 2), rng.uniform(-2, 2), rng.uniform(3.2, 6.0)]
+        atoms = benzene + top
+        atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+        frame = label(atoms)
+        frame.info.update(molecule="benzene stack scan", temperature=-2)
+        frames.append(frame)
+
+
 def calculator():
     return TBLite(method="GFN2-xTB", verbosity=0)
 
@@ -121,6 +176,7 @@ def main():
     ap.add_argument("--stride", type=int, default=10, help="MD steps between frames")
     ap.add_argument("--dt", type=float, default=0.5, help="fs")
     ap.add_argument("--rattle-fraction", type=float, default=0.25)
+    ap.add_argument("--dimer-scans", type=int, default=150, help="single points per dimer at random placements")
     ap.add_argument("--quick", action="store_true", help="three molecules, few frames (a smoke test)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -129,12 +185,15 @@ def main():
     systems += [(f"{a}+{b}", lambda a=a, b=b, k=k: dimer(a, b, rng, args.seed + 100 + k))
                 for k, (a, b) in enumerate(DIMERS)]
     if args.quick:
-        systems, args.frames = systems[:3], 4
+        systems, args.frames, args.dimer_scans = systems[:3], 4, 2
     frames = []
     for name, build in systems:
         start = time.time()
         sample(name, build(), args, rng, frames)
         print(f"{name}: {len(frames)} frames so far ({time.time() - start:.1f} s)", file=sys.stderr, flush=True)
+    start = time.time()
+    dimer_scans(args, rng, frames)
+    print(f"dimer scans: {len(frames)} frames so far ({time.time() - start:.1f} s)", file=sys.stderr, flush=True)
     write(args.out, frames, format="extxyz")
     print(f"wrote {len(frames)} frames to {args.out}", file=sys.stderr)
 

@@ -5,6 +5,7 @@
 //! unlike the shared trained model it is smooth at the cutoff (φ → 0 with the radial
 //! features) and rotation-invariant: constant-energy MD with it conserves energy.
 
+use super::painn::{PainnBlock, PainnConfig, PainnWeights};
 use super::student::{Interaction, Linear, StudentConfig, StudentWeights};
 
 /// What the demo model's metadata says it is.
@@ -55,4 +56,27 @@ pub fn synthetic_weights(config: StudentConfig, seed: u64) -> StudentWeights {
         .collect();
     let head = [rng.linear(h, h / 2, 1.0, true), rng.linear(h / 2, h / 4, 1.0, true), rng.linear(h / 4, 1, 1.0, true)];
     StudentWeights { config, centers, widths, embedding, interactions, head, atomref: None, elements: None }
+}
+
+/// A PaiNN with deterministic pseudo-random weights (SchNetPack's radial basis:
+/// offsets linspace(0, rc, K), widths their spacing), for benchmarks and tests that
+/// need a PaiNN of a given size.
+pub fn synthetic_painn(config: PainnConfig, seed: u64) -> PainnWeights {
+    let mut rng = SplitMix(seed);
+    let (f, k) = (config.n_atom_basis, config.n_rbf);
+    let offsets: Vec<f32> = (0..k).map(|i| config.cutoff * i as f32 / (k - 1).max(1) as f32).collect();
+    let widths = vec![config.cutoff / (k - 1).max(1) as f32; k];
+    let embedding = (0..(config.max_z + 1) * f).map(|_| rng.uniform()).collect();
+    let blocks = (0..config.n_interactions)
+        .map(|_| PainnBlock {
+            filter: rng.linear(k, 3 * f, 1.0, true),
+            context_in: rng.linear(f, f, 1.0, true),
+            context_out: rng.linear(f, 3 * f, 1.0, true),
+            channel_mix: rng.linear(f, 2 * f, 1.0, false),
+            update_in: rng.linear(2 * f, f, 1.0, true),
+            update_out: rng.linear(f, 3 * f, 0.5, true),
+        })
+        .collect();
+    let readout = [rng.linear(f, f / 2, 1.0, true), rng.linear(f / 2, 1, 1.0, true)];
+    PainnWeights { config, offsets, widths, embedding, blocks, readout, atomref: None }
 }

@@ -100,7 +100,12 @@ impl Model {
 
     /// A model from weights in memory (`metadata` as a file would carry it).
     pub fn from_weights(weights: StudentWeights, metadata: HashMap<String, String>) -> Self {
-        Model { weights: Weights::Student(weights), metadata, gpu_state: GpuState::default() }
+        Self::new(Weights::Student(weights), metadata)
+    }
+
+    /// A model of either architecture from weights in memory.
+    pub fn new(weights: Weights, metadata: HashMap<String, String>) -> Self {
+        Model { weights, metadata, gpu_state: GpuState::default() }
     }
 
     pub fn architecture(&self) -> &str {
