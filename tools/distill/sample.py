@@ -44,6 +44,9 @@ MONOMERS = {
     "pyrrole": "c1cc[nH]c1", "imidazole": "c1c[nH]cn1", "nitromethane": "C[N+](=O)[O-]",
     "cyclohexane": "C1CCCCC1", "trifluoromethane": "FC(F)F",
 }
+# Clusters of one molecule, so that the student sees the crowded first shell of a
+# liquid (a water in liquid water has ~4 hydrogen-bonded neighbours), not only pairs.
+CLUSTERS = [("water", 4), ("water", 8), ("water", 16), ("methanol", 5)]
 DIMERS = [("water", "water"), ("benzene", "benzene"), ("methanol", "water"),
           ("formic acid", "formic acid"), ("ammonia", "water"), ("methane", "water")]
 
@@ -132,6 +135,24 @@ def dimer_scans(args, rng, frames):
         frames.append(frame)
 
 
+def cluster(name, count, rng, seed):
+    """`count` copies of a molecule at liquid density, random orientations, no two
+    molecules' atoms closer than 2.0 Å."""
+    monomer = conformer(MONOMERS[name], seed)
+    monomer.positions -= monomer.get_center_of_mass()
+    radius = (count * 3 * 30.0 / (4 * np.pi)) ** (1 / 3)
+    atoms = Atoms()
+    while len(atoms) < count * len(monomer):
+        centre = rng.uniform(-radius, radius, size=3)
+        if np.linalg.norm(centre) > radius:
+            continue
+        moved = monomer.positions @ random_rotation(rng).T + centre
+        if len(atoms) and np.min(np.linalg.norm(atoms.positions[:, None] - moved[None], axis=2)) < 2.0:
+            continue
+        atoms += Atoms(monomer.get_chemical_symbols(), positions=moved)
+    return atoms
+
+
 def calculator():
     return TBLite(method="GFN2-xTB", verbosity=0)
 
@@ -184,6 +205,8 @@ def main():
                for k, name in enumerate(MONOMERS)]
     systems += [(f"{a}+{b}", lambda a=a, b=b, k=k: dimer(a, b, rng, args.seed + 100 + k))
                 for k, (a, b) in enumerate(DIMERS)]
+    systems += [(f"{name} x{count}", lambda name=name, count=count, k=k: cluster(name, count, rng, args.seed + 200 + k))
+                for k, (name, count) in enumerate(CLUSTERS)]
     if args.quick:
         systems, args.frames, args.dimer_scans = systems[:3], 4, 2
     frames = []
