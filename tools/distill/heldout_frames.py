@@ -1,26 +1,40 @@
-import sys, numpy as np
-sys.path.insert(0, "/work/main/tools/distill")
-from train import read_frames
+#!/usr/bin/env python3
+"""Pick one held-out frame per molecule (the split of train.py: the same seeded
+permutation) for the bundled model's CI check, `tests/data/gfn2-heldout.extxyz`.
+
+    python3 tools/distill/heldout_frames.py SAMPLES.extxyz OUT.extxyz [--seed 2026 --holdout 0.1]
+"""
+import argparse
+
+import numpy as np
+from ase import Atoms
 from ase.io import read, write
-frames = read("/work/distill-work/gfn2-samples.extxyz", ":")
-own = read_frames("/work/distill-work/gfn2-samples.extxyz")
-assert len(frames) == len(own)
-rng = np.random.default_rng(2026)
-order = rng.permutation(len(frames))
-held = order[:int(round(0.1 * len(frames)))]
-# One held-out frame per molecule (the first in held-out order), for a spread of chemistry.
-seen, pick = set(), []
-for k in held:
-    name = frames[k].info["molecule"]
-    if name not in seen:
-        seen.add(name); pick.append(k)
-out = []
-for k in pick:
-    f = frames[k]
-    from ase import Atoms
-    g = Atoms(f.get_chemical_symbols(), positions=f.positions)
-    g.info = {"energy": float(f.get_potential_energy()), "molecule": f.info["molecule"]}
-    g.arrays["forces"] = f.get_forces().copy()
-    out.append(g)
-write("/work/main/tests/data/gfn2-heldout.extxyz", out, format="extxyz")
-print(len(out), "frames")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("samples")
+    ap.add_argument("out")
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--holdout", type=float, default=0.1)
+    a = ap.parse_args()
+    frames = read(a.samples, ":")
+    # train.py's first draw from default_rng(seed) is this permutation.
+    order = np.random.default_rng(a.seed).permutation(len(frames))
+    held = order[:int(round(a.holdout * len(frames)))]
+    seen, out = set(), []
+    for k in held:
+        f = frames[k]
+        if f.info["molecule"] in seen:
+            continue
+        seen.add(f.info["molecule"])
+        g = Atoms(f.get_chemical_symbols(), positions=f.positions)
+        g.info = {"energy": float(f.get_potential_energy()), "molecule": f.info["molecule"]}
+        g.arrays["forces"] = f.get_forces().copy()
+        out.append(g)
+    write(a.out, out, format="extxyz")
+    print(f"wrote {len(out)} frames to {a.out}")
+
+
+if __name__ == "__main__":
+    main()
