@@ -64,16 +64,7 @@ def export(state, config, path, extra_metadata=None):
     shapes = expected_shapes(config)
     optional = optional_shapes(config)
     shapes.update({name: shape for name, shape in optional.items() if name in state})
-    arrays = {}
-    for name, shape in shapes.items():
-        if name not in state:
-            raise KeyError(f"checkpoint lacks tensor {name!r}")
-        array = np.asarray(state[name], dtype=np.float32)
-        if array.shape != shape:
-            raise ValueError(f"tensor {name!r} has shape {array.shape}, the config needs {shape}")
-        if not np.all(np.isfinite(array)):
-            raise ValueError(f"tensor {name!r} has non-finite values")
-        arrays[name] = np.ascontiguousarray(array)
+    arrays = checked_arrays(state, shapes)
     metadata = {"architecture": ARCHITECTURE, "config": json.dumps(config)}
     metadata.update(extra_metadata or {})
     write_safetensors(arrays, metadata, path)
@@ -159,6 +150,15 @@ def export_painn(state, config, path, extra_metadata=None):
     shapes = painn_shapes(config)
     if "atomref" in state:
         shapes["atomref"] = (config["max_z"] + 1,)
+    arrays = checked_arrays(state, shapes)
+    metadata = {"architecture": PAINN_ARCHITECTURE, "config": json.dumps(config)}
+    metadata.update(extra_metadata or {})
+    write_safetensors(arrays, metadata, path)
+
+
+def checked_arrays(state, shapes):
+    """name -> contiguous f32 array for every name of `shapes`, each present in
+    `state`, of its shape and finite."""
     arrays = {}
     for name, shape in shapes.items():
         if name not in state:
@@ -169,9 +169,7 @@ def export_painn(state, config, path, extra_metadata=None):
         if not np.all(np.isfinite(array)):
             raise ValueError(f"tensor {name!r} has non-finite values")
         arrays[name] = np.ascontiguousarray(array)
-    metadata = {"architecture": PAINN_ARCHITECTURE, "config": json.dumps(config)}
-    metadata.update(extra_metadata or {})
-    write_safetensors(arrays, metadata, path)
+    return arrays
 
 
 def write_safetensors(arrays, metadata, path):

@@ -12,6 +12,16 @@ pub fn inverse_spacing(cutoff: f32) -> f32 {
     (TABLE_INTERVALS as f64 / cutoff as f64) as f32
 }
 
+/// fc(d) = ½(cos(πd/rc) + 1) below rc, else 0, and dfc/dd, in f64.
+fn cosine_cutoff(d: f64, rc: f64) -> (f64, f64) {
+    if d < rc {
+        let x = std::f64::consts::PI * d / rc;
+        (0.5 * (x.cos() + 1.0), -0.5 * std::f64::consts::PI / rc * x.sin())
+    } else {
+        (0.0, 0.0)
+    }
+}
+
 /// φ(d) and dφ/dd (3H each) of block `t`, in f64.
 pub fn filter_with_slope(w: &StudentWeights, t: usize, d: f64) -> Result<(Vec<f64>, Vec<f64>)> {
     let Some(b) = w.interactions.get(t) else {
@@ -19,12 +29,7 @@ pub fn filter_with_slope(w: &StudentWeights, t: usize, d: f64) -> Result<(Vec<f6
     };
     let (h, k) = (w.hidden_dim(), w.config.num_rbf);
     let rc = w.config.cutoff as f64;
-    let (fc, dfc) = if d < rc {
-        let x = std::f64::consts::PI * d / rc;
-        (0.5 * (x.cos() + 1.0), -0.5 * std::f64::consts::PI / rc * x.sin())
-    } else {
-        (0.0, 0.0)
-    };
+    let (fc, dfc) = cosine_cutoff(d, rc);
     let mut e = vec![0.0f64; k];
     let mut de = vec![0.0f64; k];
     for q in 0..k {
@@ -74,12 +79,7 @@ pub fn painn_filter_with_slope(w: &PainnWeights, t: usize, d: f64) -> Result<(Ve
     };
     let outputs = 3 * w.features();
     let rc = w.config.cutoff as f64;
-    let (fc, dfc) = if d < rc {
-        let x = std::f64::consts::PI * d / rc;
-        (0.5 * (x.cos() + 1.0), -0.5 * std::f64::consts::PI / rc * x.sin())
-    } else {
-        (0.0, 0.0)
-    };
+    let (fc, dfc) = cosine_cutoff(d, rc);
     let mut pre: Vec<f64> = b.filter.bias.iter().map(|&x| x as f64).collect();
     let mut dpre = vec![0.0f64; outputs];
     for k in 0..w.offsets.len() {

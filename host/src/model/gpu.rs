@@ -344,41 +344,33 @@ impl Workspace {
     fn block_args(&self, w: &GpuWeights, base: &ModelArgs, t: usize) -> ModelArgs {
         let g = &w.gpu;
         let linear = |l: &DeviceLinear| (g.address(&l.weight_t), g.address(&l.weight), g.address(&l.bias));
+        // What both architectures' blocks have: mid states, filter table, update MLP.
+        let common = |table: &CudaSlice<f32>, update_in: &DeviceLinear, update_out: &DeviceLinear| {
+            let (update_in_t, update_in, update_in_b) = linear(update_in);
+            let (update_out_t, update_out, update_out_b) = linear(update_out);
+            ModelArgs {
+                s_mid: g.address(&self.s_mid[t]),
+                v_mid: g.address(&self.v_mid[t]),
+                table: g.address(table),
+                update_in_t,
+                update_in,
+                update_in_b,
+                update_out_t,
+                update_out,
+                update_out_b,
+                ..*base
+            }
+        };
         match &w.blocks {
             DeviceBlocks::Student(blocks) => {
                 let b = &blocks[t];
-                let (update_in_t, update_in, update_in_b) = linear(&b.update_in);
-                let (update_out_t, update_out, update_out_b) = linear(&b.update_out);
-                ModelArgs {
-                    s_mid: g.address(&self.s_mid[t]),
-                    v_mid: g.address(&self.v_mid[t]),
-                    table: g.address(&b.table),
-                    update_in_t,
-                    update_in,
-                    update_in_b,
-                    update_out_t,
-                    update_out,
-                    update_out_b,
-                    mixing: b.mixing,
-                    ..*base
-                }
+                ModelArgs { mixing: b.mixing, ..common(&b.table, &b.update_in, &b.update_out) }
             }
             DeviceBlocks::Painn(blocks) => {
                 let b = &blocks[t];
-                let (update_in_t, update_in, update_in_b) = linear(&b.update_in);
-                let (update_out_t, update_out, update_out_b) = linear(&b.update_out);
                 let (context_in_t, context_in, context_in_b) = linear(&b.context_in);
                 let (context_out_t, context_out, context_out_b) = linear(&b.context_out);
                 ModelArgs {
-                    s_mid: g.address(&self.s_mid[t]),
-                    v_mid: g.address(&self.v_mid[t]),
-                    table: g.address(&b.table),
-                    update_in_t,
-                    update_in,
-                    update_in_b,
-                    update_out_t,
-                    update_out,
-                    update_out_b,
                     context_in_t,
                     context_in,
                     context_in_b,
@@ -387,7 +379,7 @@ impl Workspace {
                     context_out_b,
                     channel_mix_t: g.address(&b.channel_mix.weight_t),
                     channel_mix: g.address(&b.channel_mix.weight),
-                    ..*base
+                    ..common(&b.table, &b.update_in, &b.update_out)
                 }
             }
         }

@@ -10,7 +10,7 @@
 //! `readout.{0,1}.{weight,bias}`, and optionally `atomref` `[max_z + 1]`. With shared
 //! interactions only block 0 is stored.
 
-use super::student::{linear, tensor, Linear};
+use super::student::{linear, tensor, weight_transposed, Linear};
 use crate::error::{Error, Result};
 use mlff_kernels::painn::{PainnBlockParams, PainnRadial, PainnReadout};
 use safetensors::SafeTensors;
@@ -121,13 +121,7 @@ pub struct PainnWeights {
 
 /// A bias-free layer `name.weight` `[out, in]`, transposed.
 fn linear_no_bias(st: &SafeTensors, name: &str, inputs: usize, outputs: usize) -> Result<Linear> {
-    let w = tensor(st, &format!("{name}.weight"), &[outputs, inputs])?;
-    let mut weight_t = vec![0.0; inputs * outputs];
-    for o in 0..outputs {
-        for i in 0..inputs {
-            weight_t[i * outputs + o] = w[o * inputs + i];
-        }
-    }
+    let weight_t = weight_transposed(st, &format!("{name}.weight"), inputs, outputs)?;
     // A zero bias keeps `Linear::inputs` right; the kernels never read it.
     Ok(Linear { weight_t, bias: vec![0.0; outputs] })
 }

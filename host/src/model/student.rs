@@ -135,15 +135,21 @@ pub(crate) fn tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Ve
 
 /// PyTorch `Linear` `prefix.weight` `[out, in]` and `prefix.bias` `[out]`, transposed.
 pub(crate) fn linear(st: &SafeTensors, prefix: &str, inputs: usize, outputs: usize) -> Result<Linear> {
-    let w = tensor(st, &format!("{prefix}.weight"), &[outputs, inputs])?;
+    let weight_t = weight_transposed(st, &format!("{prefix}.weight"), inputs, outputs)?;
     let bias = tensor(st, &format!("{prefix}.bias"), &[outputs])?;
+    Ok(Linear { weight_t, bias })
+}
+
+/// Tensor `name` `[out, in]`, returned transposed (`[in][out]`).
+pub(crate) fn weight_transposed(st: &SafeTensors, name: &str, inputs: usize, outputs: usize) -> Result<Vec<f32>> {
+    let w = tensor(st, name, &[outputs, inputs])?;
     let mut weight_t = vec![0.0; inputs * outputs];
     for o in 0..outputs {
         for i in 0..inputs {
             weight_t[i * outputs + o] = w[o * inputs + i];
         }
     }
-    Ok(Linear { weight_t, bias })
+    Ok(weight_t)
 }
 
 impl StudentWeights {
