@@ -172,8 +172,17 @@ fn channel_groups(hidden: usize, atoms: usize) -> usize {
 }
 
 /// Atoms per block of the atom-tile kernels.
+///
+/// 8, measured against 16 on the H100 (PERF.md, session 4): a tile's threads each walk
+/// one serial chain over k, so halving the atoms per tile halves the chain's work
+/// and doubles the blocks. 24 atoms went from 1.03 to 0.73 ms, 1,000 atoms from 2.31
+/// to 2.00 ms, 10,000 atoms from 10.15 to 9.78 ms; 256 × 24 stayed at 2.46–2.49 ms.
+/// `MLFF_TILE_ATOMS=16` brings the old choice back, to measure it.
 fn tile_atoms(hidden: usize) -> usize {
-    if hidden <= 128 { 16 } else { 8 }
+    match std::env::var("MLFF_TILE_ATOMS").ok().and_then(|v| v.parse::<usize>().ok()) {
+        Some(16) if hidden <= 128 => 16,
+        _ => 8,
+    }
 }
 
 /// Buffers of one batch shape, reused across calls.
@@ -473,7 +482,13 @@ impl Workspace {
         let gpu = w.gpu.clone();
         let (n, h, blocks) = (self.num_atoms, w.hidden, w.num_blocks());
         let base = ModelArgs { want_gradient: want_forces as u32, ..self.args(w) };
-        let ta = if h <= 128 { 8 } else { 4 };
+        // 8 atoms per tile (4 at F = 256, for shared memory). 4 at F = 128 measured
+        // 7 % faster at 24 atoms but 8 % slower at 1,000 (PERF.md, session 4);
+        // `MLFF_PAINN_TILE_ATOMS=4` picks it.
+        let ta = match std::env::var("MLFF_PAINN_TILE_ATOMS").ok().and_then(|v| v.parse::<usize>().ok()) {
+            Some(4) => 4,
+            _ => if h <= 128 { 8 } else { 4 },
+        };
         let tile = |floats: usize| LaunchConfig {
             grid_dim: (n.div_ceil(ta).max(1) as u32, 1, 1),
             block_dim: (h as u32, 1, 1),
