@@ -122,6 +122,10 @@ def painn_state(spk_state, add_mean=False, add_atomrefs=False):
     state, mean, atomref = {}, 0.0, None
     for key, value in spk_state.items():
         value = np.asarray(value)
+        if key.startswith("representation.electronic_embeddings."):
+            raise ValueError(f"{key}: electronic (charge/spin) embeddings are not supported by mlff")
+        if key.startswith("postprocessors.") and not key.endswith((".mean", ".atomref")):
+            raise ValueError(f"{key}: only SchNetPack's AddOffsets postprocessor (mean, atomref) is supported")
         if key.startswith("representation."):
             state[key[len("representation."):]] = value
         elif key.startswith("output_modules.0.outnet."):

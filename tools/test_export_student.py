@@ -100,6 +100,12 @@ def test_painn_errors():
         raise AssertionError("a three-layer readout was accepted")
     except ValueError as e:
         assert "two layers" in str(e), e
+    for extra, needle in (("postprocessors.1.scale", "AddOffsets"), ("representation.electronic_embeddings.0.linear.weight", "electronic")):
+        try:
+            ex.painn_state(dict(spk, **{extra: [1.0]}))
+            raise AssertionError(f"{extra} was accepted")
+        except ValueError as e:
+            assert needle in str(e), e
     state, derived = ex.painn_state(spk)
     del state["mixing.2.mu_channel_mix.weight"]
     try:
