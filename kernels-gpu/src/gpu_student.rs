@@ -223,9 +223,25 @@ pub(crate) unsafe fn tile_dense<const TA: usize>(
     col: usize,
     bias: f32,
 ) -> [f32; TA] {
+    tile_dense_range::<TA>(input, input_stride, 0, k_len, w, w_stride, col, bias)
+}
+
+/// `tile_dense` over k in `lo..hi` only.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_dense_range<const TA: usize>(
+    input: *const f32,
+    input_stride: usize,
+    lo: usize,
+    hi: usize,
+    w: *const f32,
+    w_stride: usize,
+    col: usize,
+    bias: f32,
+) -> [f32; TA] {
     let mut acc = [bias; TA];
-    let mut k = 0;
-    while k + 8 <= k_len {
+    let mut k = lo;
+    while k + 8 <= hi {
         let wk: [f32; 8] = core::array::from_fn(|u| *w.add((k + u) * w_stride + col));
         for u in 0..8 {
             for t in 0..TA {
@@ -234,7 +250,7 @@ pub(crate) unsafe fn tile_dense<const TA: usize>(
         }
         k += 8;
     }
-    while k < k_len {
+    while k < hi {
         let wk = *w.add(k * w_stride + col);
         for t in 0..TA {
             acc[t] += *input.add(t * input_stride + k) * wk;
@@ -244,21 +260,78 @@ pub(crate) unsafe fn tile_dense<const TA: usize>(
     acc
 }
 
+/// The atom-tile kernels' threads: column c < H of slice s < S (block of H·S
+/// threads). Each slice sums its own part of k (split-K), so a thread's serial chain
+/// of weight loads is S times shorter; the slices then meet in shared memory.
+#[derive(Clone, Copy)]
+struct TileThread {
+    c: usize,
+    slice: usize,
+    slices: usize,
+    h: usize,
+    /// S·TA·H floats of shared memory for the partial sums.
+    partial: *mut f32,
+}
+
+impl TileThread {
+    unsafe fn new(h: usize, partial: *mut f32) -> Self {
+        let t = gpu::thread_idx();
+        TileThread { c: t % h, slice: t / h, slices: gpu::block_dim() / h, h, partial }
+    }
+
+    /// `tile_dense` split over the block's slices; every thread gets the full sums.
+    /// Contains barriers: every thread of the block must call it.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn dense<const TA: usize>(
+        &self,
+        input: *const f32,
+        input_stride: usize,
+        k_len: usize,
+        w: *const f32,
+        w_stride: usize,
+        col: usize,
+        bias: f32,
+    ) -> [f32; TA] {
+        if self.slices == 1 {
+            return tile_dense::<TA>(input, input_stride, k_len, w, w_stride, col, bias);
+        }
+        let chunk = k_len.div_ceil(self.slices).div_ceil(8) * 8;
+        let lo = (self.slice * chunk).min(k_len);
+        let hi = (lo + chunk).min(k_len);
+        let part = tile_dense_range::<TA>(input, input_stride, lo, hi, w, w_stride, col, 0.0);
+        for t in 0..TA {
+            *self.partial.add((self.slice * TA + t) * self.h + self.c) = part[t];
+        }
+        gpu::sync_threads();
+        let mut acc = [bias; TA];
+        for s in 0..self.slices {
+            for t in 0..TA {
+                acc[t] += *self.partial.add((s * TA + t) * self.h + self.c);
+            }
+        }
+        gpu::sync_threads();
+        acc
+    }
+}
+
 #[inline(always)]
 fn norm3(a: f32, b: f32, z: f32) -> f32 {
     sqrt((a * a + b * b) + z * z)
 }
 
-/// Update step over a tile of TA atoms, one thread per channel c (H threads):
-/// [a|g1|g2] = L4(SiLU(L3([s_mid ‖ ‖v_mid‖]))), s = s_mid + a,
-/// v = v_mid∘g1 + (M v_mid)∘g2. Shared memory: 3·H·TA floats.
+/// Update step over a tile of TA atoms, one thread per channel c and k-slice (H·S
+/// threads): [a|g1|g2] = L4(SiLU(L3([s_mid ‖ ‖v_mid‖]))), s = s_mid + a,
+/// v = v_mid∘g1 + (M v_mid)∘g2. Shared memory: (3 + S)·H·TA floats. The S threads
+/// of a channel write the same values.
 pub unsafe fn update_forward<const TA: usize>(a: &ModelArgs) {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
-    let c = gpu::thread_idx();
-    let first = gpu::block_idx() * TA;
     let input = gpu::dynamic_shared_f32();
     let hidden = input.add(2 * h * TA);
+    let tile = TileThread::new(h, input.add(3 * h * TA));
+    let c = tile.c;
+    let first = gpu::block_idx() * TA;
     for t in 0..TA {
         let i = first + t;
         let (s, nv) = if i < n {
@@ -271,14 +344,14 @@ pub unsafe fn update_forward<const TA: usize>(a: &ModelArgs) {
         *input.add(t * 2 * h + h + c) = nv;
     }
     gpu::sync_threads();
-    let pre = tile_dense::<TA>(input, 2 * h, 2 * h, a.update_in_t, h, c, *a.update_in_b.add(c));
+    let pre = tile.dense::<TA>(input, 2 * h, 2 * h, a.update_in_t, h, c, *a.update_in_b.add(c));
     for t in 0..TA {
         *hidden.add(t * h + c) = silu(pre[t]);
     }
     gpu::sync_threads();
-    let add = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, c, *a.update_out_b.add(c));
-    let g1 = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c));
-    let g2 = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
+    let add = tile.dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, c, *a.update_out_b.add(c));
+    let g1 = tile.dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c));
+    let g2 = tile.dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
     let mx = &a.mixing;
     for t in 0..TA {
         let i = first + t;
@@ -294,13 +367,14 @@ pub unsafe fn update_forward<const TA: usize>(a: &ModelArgs) {
 }
 
 /// Adjoint of `update_forward`: from (gs, gv) of the block output to (gs_mid, gv_mid).
-/// Shared memory: 4·H·TA floats.
+/// Shared memory: (4 + S)·H·TA floats.
 pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
-    let c = gpu::thread_idx();
-    let first = gpu::block_idx() * TA;
     let shared = gpu::dynamic_shared_f32();
+    let tile = TileThread::new(h, shared.add(4 * h * TA));
+    let c = tile.c;
+    let first = gpu::block_idx() * TA;
     let (input, hidden) = (shared, shared.add(2 * h * TA));
     let mut norms = [0.0f32; TA];
     for t in 0..TA {
@@ -316,7 +390,7 @@ pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
         *input.add(t * 2 * h + h + c) = norms[t];
     }
     gpu::sync_threads();
-    let pre = tile_dense::<TA>(input, 2 * h, 2 * h, a.update_in_t, h, c, *a.update_in_b.add(c));
+    let pre = tile.dense::<TA>(input, 2 * h, 2 * h, a.update_in_t, h, c, *a.update_in_b.add(c));
     let mut dsilu = [0.0f32; TA];
     for t in 0..TA {
         let (y, dy) = silu_and_grad(pre[t]);
@@ -324,8 +398,8 @@ pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
         *hidden.add(t * h + c) = y;
     }
     gpu::sync_threads();
-    let g1 = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c));
-    let g2 = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
+    let g1 = tile.dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c));
+    let g2 = tile.dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
     gpu::sync_threads();
     // ∂E/∂[a | g1 | g2] into shared memory; the direct paths v → v_mid into gv_mid.
     let (g_out, g_hidden) = (shared, shared.add(3 * h * TA));
@@ -352,19 +426,20 @@ pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
         *g_out.add(t * 3 * h + 2 * h + c) = gg2;
     }
     gpu::sync_threads();
-    let gh = tile_dense::<TA>(g_out, 3 * h, 3 * h, a.update_out, h, c, 0.0);
+    let gh = tile.dense::<TA>(g_out, 3 * h, 3 * h, a.update_out, h, c, 0.0);
     for t in 0..TA {
         *g_hidden.add(t * h + c) = gh[t] * dsilu[t];
     }
     gpu::sync_threads();
-    let gs_in = tile_dense::<TA>(g_hidden, h, h, a.update_in, 2 * h, c, 0.0);
-    let gn = tile_dense::<TA>(g_hidden, h, h, a.update_in, 2 * h, h + c, 0.0);
+    let gs_in = tile.dense::<TA>(g_hidden, h, h, a.update_in, 2 * h, c, 0.0);
+    let gn = tile.dense::<TA>(g_hidden, h, h, a.update_in, 2 * h, h + c, 0.0);
     for t in 0..TA {
         let i = first + t;
         if i < n {
             *a.gs_mid.add(i * h + c) = *a.gs.add(i * h + c) + gs_in[t];
             // n = ‖v‖ has no epsilon: at n = 0 the subgradient 0 is used (as PyTorch does).
-            if norms[t] > 0.0 {
+            // One slice adds, the others wrote the same base value above.
+            if norms[t] > 0.0 && tile.slice == 0 {
                 let scale = gn[t] / norms[t];
                 for x in 0..3 {
                     let row = (i * 3 + x) * h + c;

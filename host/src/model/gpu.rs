@@ -185,6 +185,21 @@ fn tile_atoms(hidden: usize) -> usize {
     }
 }
 
+/// k-slices of the update kernels (split-K): up to 4, at most 512 threads a block (at
+/// H = 256 and 8 atoms a tile, (4 + 2)·H·8 floats is the 48 KB of shared memory a
+/// block may have without opting in), and only while the tiles alone leave the
+/// H100's 132 SMs short of work. Measured on the shared model (PERF.md, session 4),
+/// S = 4 against 1: 24 atoms −19 %, 1,000 atoms (125 tiles) −6 %, but 10,000 atoms
+/// +14 % and 256 × 24 atoms (768 tiles) +26 %. `MLFF_SPLIT_K=1|2|4` overrides.
+fn update_slices(hidden: usize, tiles: usize) -> usize {
+    let most = (512 / hidden).clamp(1, 4);
+    match std::env::var("MLFF_SPLIT_K").ok().and_then(|v| v.parse::<usize>().ok()) {
+        Some(s @ (1 | 2 | 4)) => s.min(most),
+        _ if tiles < 2 * 132 => most,
+        _ => 1,
+    }
+}
+
 /// Buffers of one batch shape, reused across calls.
 pub struct Workspace {
     pub(crate) cells: GpuCellList,
@@ -448,7 +463,10 @@ impl Workspace {
         let ch = h / (32 * self.groups);
         let (message, message_back) = message_kernels(ch);
         let (update_kernel, update_back_kernel, readout_kernel) = tile_kernels(ta);
-        let update = LaunchConfig { shared_mem_bytes: (3 * h * ta * 4) as u32, ..tiles };
+        // The update kernels split k over S slices of H threads (split-K).
+        let slices = update_slices(h, n.div_ceil(ta));
+        let update_tiles = LaunchConfig { block_dim: ((h * slices) as u32, 1, 1), ..tiles };
+        let update = LaunchConfig { shared_mem_bytes: ((3 + slices) * h * ta * 4) as u32, ..update_tiles };
         gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
         for t in 0..w.num_blocks() {
             let a = self.block_args(w, &base, t);
@@ -466,7 +484,7 @@ impl Workspace {
                     gpu.launch(update_kernel, update, &self.block_args(w, &base, t - 1))?;
                 }
                 let a = ModelArgs { has_gv: (t + 1 < w.num_blocks()) as u32, ..self.block_args(w, &base, t) };
-                let back = LaunchConfig { shared_mem_bytes: (4 * h * ta * 4) as u32, ..tiles };
+                let back = LaunchConfig { shared_mem_bytes: ((4 + slices) * h * ta * 4) as u32, ..update_tiles };
                 gpu.launch(update_back_kernel, back, &a)?;
                 gpu.launch(message_back, edge_warps, &a)?;
             }
