@@ -191,8 +191,10 @@ fn tile_atoms(hidden: usize) -> usize {
 /// H100's 132 SMs short of work. Measured on the shared model (PERF.md, session 4),
 /// S = 4 against 1: 24 atoms −19 %, 1,000 atoms (125 tiles) −6 %, but 10,000 atoms
 /// +14 % and 256 × 24 atoms (768 tiles) +26 %. `MLFF_SPLIT_K=1|2|4` overrides.
-fn update_slices(hidden: usize, tiles: usize) -> usize {
-    let most = (512 / hidden).clamp(1, 4);
+/// Tiles of 16 atoms (`MLFF_TILE_ATOMS=16`) take 168 registers a thread, too many for
+/// 512 threads a block: they stay unsplit.
+fn update_slices(hidden: usize, tile_atoms: usize, tiles: usize) -> usize {
+    let most = if tile_atoms > 8 { 1 } else { (512 / hidden).clamp(1, 4) };
     match std::env::var("MLFF_SPLIT_K").ok().and_then(|v| v.parse::<usize>().ok()) {
         Some(s @ (1 | 2 | 4)) => s.min(most),
         _ if tiles < 2 * 132 => most,
@@ -464,7 +466,7 @@ impl Workspace {
         let (message, message_back) = message_kernels(ch);
         let (update_kernel, update_back_kernel, readout_kernel) = tile_kernels(ta);
         // The update kernels split k over S slices of H threads (split-K).
-        let slices = update_slices(h, n.div_ceil(ta));
+        let slices = update_slices(h, ta, n.div_ceil(ta));
         let update_tiles = LaunchConfig { block_dim: ((h * slices) as u32, 1, 1), ..tiles };
         let update = LaunchConfig { shared_mem_bytes: ((3 + slices) * h * ta * 4) as u32, ..update_tiles };
         gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
