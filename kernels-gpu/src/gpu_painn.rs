@@ -8,33 +8,34 @@
 
 use crate::device::gpu;
 use crate::filter_table::{value, value_and_slope};
-use crate::gpu_student::{for_each_row_edge, tile_dense, warp_task};
+use crate::gpu_student::{for_each_row_edge, tile_dense, warp_task, TileThread};
 use crate::launch_args::ModelArgs;
 use crate::math::{silu, silu_and_grad, sqrt};
 use crate::painn::NORM_EPSILON;
 
-/// x = Dense(H→3H)(SiLU(Dense(H→H)(q))) over a tile of TA atoms (H threads).
-/// Shared memory: 2·H·TA floats.
-pub unsafe fn context<const TA: usize>(a: &ModelArgs) {
+/// x = Dense(H→3H)(SiLU(Dense(H→H)(q))) over a tile of TA atoms (H·S threads, S
+/// k-slices as in the student's update). Shared memory: (2 + S)·H·TA floats.
+pub unsafe fn context<const TA: usize, const SPLIT: bool>(a: &ModelArgs) {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
-    let c = gpu::thread_idx();
-    let first = gpu::block_idx() * TA;
     let input = gpu::dynamic_shared_f32();
     let hidden = input.add(h * TA);
+    let tile = TileThread::new(h, input.add(2 * h * TA));
+    let c = tile.c;
+    let first = gpu::block_idx() * TA;
     for t in 0..TA {
         let i = first + t;
         *input.add(t * h + c) = if i < n { *a.s.add(i * h + c) } else { 0.0 };
     }
     gpu::sync_threads();
-    let pre = tile_dense::<TA>(input, h, h, a.context_in_t, h, c, *a.context_in_b.add(c));
+    let pre = tile.dense_if::<TA, SPLIT>(input, h, h, a.context_in_t, h, c, *a.context_in_b.add(c));
     for t in 0..TA {
         *hidden.add(t * h + c) = silu(pre[t]);
     }
     gpu::sync_threads();
     for part in 0..3 {
         let col = part * h + c;
-        let out = tile_dense::<TA>(hidden, h, h, a.context_out_t, 3 * h, col, *a.context_out_b.add(col));
+        let out = tile.dense_if::<TA, SPLIT>(hidden, h, h, a.context_out_t, 3 * h, col, *a.context_out_b.add(col));
         for t in 0..TA {
             let i = first + t;
             if i < n {
@@ -44,14 +45,15 @@ pub unsafe fn context<const TA: usize>(a: &ModelArgs) {
     }
 }
 
-/// gs = gs_mid + ∂(x·gx)/∂q over a tile of TA atoms (H threads).
-/// Shared memory: 5·H·TA floats.
-pub unsafe fn context_backward<const TA: usize>(a: &ModelArgs) {
+/// gs = gs_mid + ∂(x·gx)/∂q over a tile of TA atoms (H·S threads).
+/// Shared memory: (5 + S)·H·TA floats.
+pub unsafe fn context_backward<const TA: usize, const SPLIT: bool>(a: &ModelArgs) {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
-    let c = gpu::thread_idx();
-    let first = gpu::block_idx() * TA;
     let input = gpu::dynamic_shared_f32();
+    let tile = TileThread::new(h, input.add(5 * h * TA));
+    let c = tile.c;
+    let first = gpu::block_idx() * TA;
     let g_x = input.add(h * TA);
     let g_hidden = g_x.add(3 * h * TA);
     for t in 0..TA {
@@ -63,13 +65,13 @@ pub unsafe fn context_backward<const TA: usize>(a: &ModelArgs) {
         }
     }
     gpu::sync_threads();
-    let pre = tile_dense::<TA>(input, h, h, a.context_in_t, h, c, *a.context_in_b.add(c));
-    let gh = tile_dense::<TA>(g_x, 3 * h, 3 * h, a.context_out, h, c, 0.0);
+    let pre = tile.dense_if::<TA, SPLIT>(input, h, h, a.context_in_t, h, c, *a.context_in_b.add(c));
+    let gh = tile.dense_if::<TA, SPLIT>(g_x, 3 * h, 3 * h, a.context_out, h, c, 0.0);
     for t in 0..TA {
         *g_hidden.add(t * h + c) = gh[t] * silu_and_grad(pre[t]).1;
     }
     gpu::sync_threads();
-    let gq = tile_dense::<TA>(g_hidden, h, h, a.context_in, h, c, 0.0);
+    let gq = tile.dense_if::<TA, SPLIT>(g_hidden, h, h, a.context_in, h, c, 0.0);
     for t in 0..TA {
         let i = first + t;
         if i < n {
@@ -195,10 +197,10 @@ struct MixingTile<const TA: usize> {
     pre: [f32; TA],
 }
 
-unsafe fn mixing_tile<const TA: usize>(a: &ModelArgs, mu_tile: *mut f32, ctx: *mut f32) -> MixingTile<TA> {
+unsafe fn mixing_tile<const TA: usize, const SPLIT: bool>(a: &ModelArgs, tile: &TileThread, mu_tile: *mut f32, ctx: *mut f32) -> MixingTile<TA> {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
-    let c = gpu::thread_idx();
+    let c = tile.c;
     let first = gpu::block_idx() * TA;
     for t in 0..TA {
         let i = first + t;
@@ -212,8 +214,8 @@ unsafe fn mixing_tile<const TA: usize>(a: &ModelArgs, mu_tile: *mut f32, ctx: *m
     let mut mu_v = [[0.0f32; TA]; 3];
     let mut mu_w = [[0.0f32; TA]; 3];
     for x in 0..3 {
-        mu_v[x] = tile_dense::<TA>(mu_tile.add(x * h), 3 * h, h, a.channel_mix_t, 2 * h, c, 0.0);
-        mu_w[x] = tile_dense::<TA>(mu_tile.add(x * h), 3 * h, h, a.channel_mix_t, 2 * h, h + c, 0.0);
+        mu_v[x] = tile.dense_if::<TA, SPLIT>(mu_tile.add(x * h), 3 * h, h, a.channel_mix_t, 2 * h, c, 0.0);
+        mu_w[x] = tile.dense_if::<TA, SPLIT>(mu_tile.add(x * h), 3 * h, h, a.channel_mix_t, 2 * h, h + c, 0.0);
     }
     let mut norm = [0.0f32; TA];
     for t in 0..TA {
@@ -222,28 +224,29 @@ unsafe fn mixing_tile<const TA: usize>(a: &ModelArgs, mu_tile: *mut f32, ctx: *m
         *ctx.add(t * 2 * h + h + c) = norm[t];
     }
     gpu::sync_threads();
-    let pre = tile_dense::<TA>(ctx, 2 * h, 2 * h, a.update_in_t, h, c, *a.update_in_b.add(c));
+    let pre = tile.dense_if::<TA, SPLIT>(ctx, 2 * h, 2 * h, a.update_in_t, h, c, *a.update_in_b.add(c));
     MixingTile { mu_v, mu_w, norm, pre }
 }
 
-/// Mixing over a tile of TA atoms (H threads): q = q_mid + a + c∘⟨μV, μW⟩,
-/// μ = μ_mid + b∘μW. Shared memory: 5·H·TA floats.
-pub unsafe fn mixing_forward<const TA: usize>(a: &ModelArgs) {
+/// Mixing over a tile of TA atoms (H·S threads): q = q_mid + a + c∘⟨μV, μW⟩,
+/// μ = μ_mid + b∘μW. Shared memory: (5 + S)·H·TA floats.
+pub unsafe fn mixing_forward<const TA: usize, const SPLIT: bool>(a: &ModelArgs) {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
-    let c = gpu::thread_idx();
-    let first = gpu::block_idx() * TA;
     let shared = gpu::dynamic_shared_f32();
+    let tile = TileThread::new(h, shared.add(5 * h * TA));
+    let c = tile.c;
+    let first = gpu::block_idx() * TA;
     let (mu_tile, ctx) = (shared, shared.add(3 * h * TA));
-    let m = mixing_tile::<TA>(a, mu_tile, ctx);
+    let m = mixing_tile::<TA, SPLIT>(a, &tile, mu_tile, ctx);
     let hidden = mu_tile;
     for t in 0..TA {
         *hidden.add(t * h + c) = silu(m.pre[t]);
     }
     gpu::sync_threads();
-    let add = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, c, *a.update_out_b.add(c));
-    let gate = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c));
-    let scale = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
+    let add = tile.dense_if::<TA, SPLIT>(hidden, h, h, a.update_out_t, 3 * h, c, *a.update_out_b.add(c));
+    let gate = tile.dense_if::<TA, SPLIT>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c));
+    let scale = tile.dense_if::<TA, SPLIT>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
     for t in 0..TA {
         let i = first + t;
         if i < n {
@@ -258,15 +261,16 @@ pub unsafe fn mixing_forward<const TA: usize>(a: &ModelArgs) {
 }
 
 /// Adjoint of `mixing_forward`: from (gs, gv) of the block output to (gs_mid, gv_mid).
-/// Shared memory: 6·H·TA floats.
-pub unsafe fn mixing_backward<const TA: usize>(a: &ModelArgs) {
+/// Shared memory: (6 + S)·H·TA floats.
+pub unsafe fn mixing_backward<const TA: usize, const SPLIT: bool>(a: &ModelArgs) {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
-    let c = gpu::thread_idx();
-    let first = gpu::block_idx() * TA;
     let shared = gpu::dynamic_shared_f32();
+    let tile = TileThread::new(h, shared.add(6 * h * TA));
+    let c = tile.c;
+    let first = gpu::block_idx() * TA;
     let (mu_tile, ctx) = (shared, shared.add(3 * h * TA));
-    let m = mixing_tile::<TA>(a, mu_tile, ctx);
+    let m = mixing_tile::<TA, SPLIT>(a, &tile, mu_tile, ctx);
     let hidden = mu_tile;
     let mut dsilu = [0.0f32; TA];
     for t in 0..TA {
@@ -275,8 +279,8 @@ pub unsafe fn mixing_backward<const TA: usize>(a: &ModelArgs) {
         dsilu[t] = dy;
     }
     gpu::sync_threads();
-    let gate = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c));
-    let scale = tile_dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
+    let gate = tile.dense_if::<TA, SPLIT>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c));
+    let scale = tile.dense_if::<TA, SPLIT>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
     gpu::sync_threads();
     // ∂E/∂[a | b | c] into shared memory.
     let g_out = shared;
@@ -298,15 +302,15 @@ pub unsafe fn mixing_backward<const TA: usize>(a: &ModelArgs) {
         *g_out.add(t * 3 * h + 2 * h + c) = gq[t] * inner;
     }
     gpu::sync_threads();
-    let gh = tile_dense::<TA>(g_out, 3 * h, 3 * h, a.update_out, h, c, 0.0);
+    let gh = tile.dense_if::<TA, SPLIT>(g_out, 3 * h, 3 * h, a.update_out, h, c, 0.0);
     gpu::sync_threads();
     let g_hidden = shared;
     for t in 0..TA {
         *g_hidden.add(t * h + c) = gh[t] * dsilu[t];
     }
     gpu::sync_threads();
-    let gq_in = tile_dense::<TA>(g_hidden, h, h, a.update_in, 2 * h, c, 0.0);
-    let gn = tile_dense::<TA>(g_hidden, h, h, a.update_in, 2 * h, h + c, 0.0);
+    let gq_in = tile.dense_if::<TA, SPLIT>(g_hidden, h, h, a.update_in, 2 * h, c, 0.0);
+    let gn = tile.dense_if::<TA, SPLIT>(g_hidden, h, h, a.update_in, 2 * h, h + c, 0.0);
     gpu::sync_threads();
     // ∂E/∂[μV | μW] per Cartesian row into shared memory, then through the channel mix.
     let g_mixed = shared;
@@ -320,7 +324,7 @@ pub unsafe fn mixing_backward<const TA: usize>(a: &ModelArgs) {
     }
     gpu::sync_threads();
     for x in 0..3 {
-        let back = tile_dense::<TA>(g_mixed.add(x * 2 * h), 6 * h, 2 * h, a.channel_mix, h, c, 0.0);
+        let back = tile.dense_if::<TA, SPLIT>(g_mixed.add(x * 2 * h), 6 * h, 2 * h, a.channel_mix, h, c, 0.0);
         for t in 0..TA {
             let i = first + t;
             if i < n {

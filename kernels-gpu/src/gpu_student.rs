@@ -264,9 +264,9 @@ unsafe fn tile_dense_range<const TA: usize>(
 /// threads). Each slice sums its own part of k (split-K), so a thread's serial chain
 /// of weight loads is S times shorter; the slices then meet in shared memory.
 #[derive(Clone, Copy)]
-struct TileThread {
-    c: usize,
-    slice: usize,
+pub(crate) struct TileThread {
+    pub c: usize,
+    pub slice: usize,
     slices: usize,
     h: usize,
     /// S·TA·H floats of shared memory for the partial sums.
@@ -274,16 +274,38 @@ struct TileThread {
 }
 
 impl TileThread {
-    unsafe fn new(h: usize, partial: *mut f32) -> Self {
+    pub(crate) unsafe fn new(h: usize, partial: *mut f32) -> Self {
         let t = gpu::thread_idx();
         TileThread { c: t % h, slice: t / h, slices: gpu::block_dim() / h, h, partial }
+    }
+
+    /// `dense` when SPLIT, else plain `tile_dense`: a kernel instantiated without the
+    /// split keeps the registers of the plain loop (with both paths in one kernel,
+    /// PaiNN's mixing went from 72 to 168 registers and its large inputs 8 % slower).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn dense_if<const TA: usize, const SPLIT: bool>(
+        &self,
+        input: *const f32,
+        input_stride: usize,
+        k_len: usize,
+        w: *const f32,
+        w_stride: usize,
+        col: usize,
+        bias: f32,
+    ) -> [f32; TA] {
+        if SPLIT {
+            self.dense::<TA>(input, input_stride, k_len, w, w_stride, col, bias)
+        } else {
+            tile_dense::<TA>(input, input_stride, k_len, w, w_stride, col, bias)
+        }
     }
 
     /// `tile_dense` split over the block's slices; every thread gets the full sums.
     /// Contains barriers: every thread of the block must call it.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn dense<const TA: usize>(
+    pub(crate) unsafe fn dense<const TA: usize>(
         &self,
         input: *const f32,
         input_stride: usize,

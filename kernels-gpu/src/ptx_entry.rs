@@ -144,10 +144,20 @@ instantiate!(gpu_student::readout, mlff_student_readout_t8 = 8, mlff_student_rea
 
 instantiate!(gpu_painn::message_forward, mlff_painn_message_c1 = 1, mlff_painn_message_c2 = 2, mlff_painn_message_c4 = 4, mlff_painn_message_c8 = 8);
 instantiate!(gpu_painn::message_backward, mlff_painn_message_back_c1 = 1, mlff_painn_message_back_c2 = 2, mlff_painn_message_back_c4 = 4, mlff_painn_message_back_c8 = 8);
-instantiate!(gpu_painn::context, mlff_painn_context_t4 = 4, mlff_painn_context_t8 = 8);
-instantiate!(gpu_painn::context_backward, mlff_painn_context_back_t4 = 4, mlff_painn_context_back_t8 = 8);
-instantiate!(gpu_painn::mixing_forward, mlff_painn_mixing_t4 = 4, mlff_painn_mixing_t8 = 8);
-instantiate!(gpu_painn::mixing_backward, mlff_painn_mixing_back_t4 = 4, mlff_painn_mixing_back_t8 = 8);
+/// `$name` for each (tile atoms, split-K) pair of the PaiNN atom-tile kernels.
+macro_rules! instantiate_split {
+    ($module:ident::$body:ident, $($entry:ident = $n:literal, $split:literal),*) => {$(
+        #[no_mangle]
+        pub unsafe extern "ptx-kernel" fn $entry(a: ModelArgs) {
+            $module::$body::<$n, $split>(&a)
+        }
+    )*};
+}
+
+instantiate_split!(gpu_painn::context, mlff_painn_context_t4 = 4, false, mlff_painn_context_t8 = 8, false, mlff_painn_context_t4_split = 4, true, mlff_painn_context_t8_split = 8, true);
+instantiate_split!(gpu_painn::context_backward, mlff_painn_context_back_t4 = 4, false, mlff_painn_context_back_t8 = 8, false, mlff_painn_context_back_t4_split = 4, true, mlff_painn_context_back_t8_split = 8, true);
+instantiate_split!(gpu_painn::mixing_forward, mlff_painn_mixing_t4 = 4, false, mlff_painn_mixing_t8 = 8, false, mlff_painn_mixing_t4_split = 4, true, mlff_painn_mixing_t8_split = 8, true);
+instantiate_split!(gpu_painn::mixing_backward, mlff_painn_mixing_back_t4 = 4, false, mlff_painn_mixing_back_t8 = 8, false, mlff_painn_mixing_back_t4_split = 4, true, mlff_painn_mixing_back_t8_split = 8, true);
 instantiate!(gpu_painn::readout, mlff_painn_readout_t4 = 4, mlff_painn_readout_t8 = 8);
 
 #[no_mangle]

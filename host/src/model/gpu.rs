@@ -202,6 +202,17 @@ fn update_slices(hidden: usize, tile_atoms: usize, tiles: usize) -> usize {
     }
 }
 
+/// PaiNN's k-slices: as `update_slices`, with at most 256 threads a block (the
+/// mixing adjoint takes 128 registers a thread).
+fn painn_slices(hidden: usize, tiles: usize) -> usize {
+    let most = (256 / hidden).clamp(1, 4);
+    match std::env::var("MLFF_SPLIT_K").ok().and_then(|v| v.parse::<usize>().ok()) {
+        Some(s @ (1 | 2 | 4)) => s.min(most),
+        _ if tiles < 2 * 132 => most,
+        _ => 1,
+    }
+}
+
 /// Buffers of one batch shape, reused across calls.
 pub struct Workspace {
     pub(crate) cells: GpuCellList,
@@ -509,12 +520,16 @@ impl Workspace {
             Some(4) => 4,
             _ => if h <= 128 { 8 } else { 4 },
         };
-        let tile = |floats: usize| LaunchConfig {
+        // Context and mixing split k over S slices (split-K, as the student's update);
+        // the readout does not (its layers run on parts of the block only).
+        let slices = painn_slices(h, n.div_ceil(ta));
+        let tile_with = |floats: usize, slices: usize| LaunchConfig {
             grid_dim: (n.div_ceil(ta).max(1) as u32, 1, 1),
-            block_dim: (h as u32, 1, 1),
-            shared_mem_bytes: (floats * h * ta * 4) as u32,
+            block_dim: ((h * slices) as u32, 1, 1),
+            shared_mem_bytes: ((floats + slices) * h * ta * 4) as u32,
         };
-        let [context, context_back, mixing, mixing_back, readout] = painn_tile_kernels(ta);
+        let tile = |floats: usize| tile_with(floats, slices);
+        let [context, context_back, mixing, mixing_back, readout] = painn_tile_kernels(ta, slices > 1);
         let edge_warps = grid_1d(32 * n * self.groups, 128)?;
         let (message, message_back) = match h / (32 * self.groups) {
             1 => ("mlff_painn_message_c1", "mlff_painn_message_back_c1"),
@@ -530,7 +545,8 @@ impl Workspace {
             gpu.launch(message, edge_warps, &a)?;
             gpu.launch(mixing, tile(5), &a)?;
         }
-        gpu.launch(readout, tile(2), &base)?;
+        let readout_tile = LaunchConfig { block_dim: (h as u32, 1, 1), shared_mem_bytes: (2 * h * ta * 4) as u32, ..tile(0) };
+        gpu.launch(readout, readout_tile, &base)?;
         if !want_forces {
             return Ok(());
         }
@@ -650,12 +666,13 @@ fn tile_kernels(ta: usize) -> (&'static str, &'static str, &'static str) {
     }
 }
 
-/// PaiNN's atom-tile kernels for tiles of `ta` atoms (context, its adjoint, mixing,
-/// its adjoint, readout).
-fn painn_tile_kernels(ta: usize) -> [&'static str; 5] {
-    if ta == 8 {
-        ["mlff_painn_context_t8", "mlff_painn_context_back_t8", "mlff_painn_mixing_t8", "mlff_painn_mixing_back_t8", "mlff_painn_readout_t8"]
-    } else {
-        ["mlff_painn_context_t4", "mlff_painn_context_back_t4", "mlff_painn_mixing_t4", "mlff_painn_mixing_back_t4", "mlff_painn_readout_t4"]
+/// PaiNN's atom-tile kernels for tiles of `ta` atoms, split over k or not (context,
+/// its adjoint, mixing, its adjoint, readout).
+fn painn_tile_kernels(ta: usize, split: bool) -> [&'static str; 5] {
+    match (ta, split) {
+        (8, false) => ["mlff_painn_context_t8", "mlff_painn_context_back_t8", "mlff_painn_mixing_t8", "mlff_painn_mixing_back_t8", "mlff_painn_readout_t8"],
+        (8, true) => ["mlff_painn_context_t8_split", "mlff_painn_context_back_t8_split", "mlff_painn_mixing_t8_split", "mlff_painn_mixing_back_t8_split", "mlff_painn_readout_t8"],
+        (_, false) => ["mlff_painn_context_t4", "mlff_painn_context_back_t4", "mlff_painn_mixing_t4", "mlff_painn_mixing_back_t4", "mlff_painn_readout_t4"],
+        (_, true) => ["mlff_painn_context_t4_split", "mlff_painn_context_back_t4_split", "mlff_painn_mixing_t4_split", "mlff_painn_mixing_back_t4_split", "mlff_painn_readout_t4"],
     }
 }
