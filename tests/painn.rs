@@ -4,7 +4,7 @@
 //! against the CPU, and clear errors for malformed files.
 mod common;
 
-use common::Rng;
+use common::{dist, fd4, Rng};
 use mlff::{Device, Model, Prediction, Structure};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,9 +29,6 @@ fn reference(name: &str) -> Vec<mlff::extxyz::Frame> {
     mlff::extxyz::read(fixture(&format!("{name}.extxyz"))).expect("read PaiNN reference")
 }
 
-fn dist(a: &[f64; 3], b: &[f64; 3]) -> f64 {
-    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
-}
 
 /// A random molecule-like cluster of H C N O (no two atoms closer than 0.9 Å).
 fn random_molecule(rng: &mut Rng, n: usize) -> Structure {
@@ -84,10 +81,6 @@ fn cpu_matches_schnetpack_float64() {
     }
 }
 
-/// Fourth-order central difference −dE/dx from E(x ± h), E(x ± 2h).
-fn fd4(e: &[f64], h: f64) -> f64 {
-    (-e[2] + 8.0 * e[0] - 8.0 * e[1] + e[3]) / (12.0 * h)
-}
 
 #[test]
 fn forces_are_minus_the_gradient_of_the_energy() {

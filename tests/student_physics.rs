@@ -2,7 +2,7 @@
 //! gradient of the energy, batching changes nothing, symmetries, and edge cases.
 mod common;
 
-use common::{reference_frames, shared_model_path, Rng};
+use common::{dist, fd4, reference_frames, shared_model_path, Rng};
 use mlff::{Device, Model, Structure};
 
 fn model() -> Model {
@@ -26,15 +26,7 @@ fn random_structure(rng: &mut Rng, n: usize) -> Structure {
     }
 }
 
-fn dist(a: &[f64; 3], b: &[f64; 3]) -> f64 {
-    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
-}
 
-/// Fourth-order central difference −dE/dx from E(x ± h), E(x ± 2h).
-fn fd4(e: &[f64], h: f64) -> f64 {
-    let (p1, m1, p2, m2) = (e[0], e[1], e[2], e[3]);
-    (-p2 + 8.0 * p1 - 8.0 * m1 + m2) / (12.0 * h)
-}
 
 /// Shortest distance |d − rc| over all pairs and images within ±2 cells.
 fn closest_to_cutoff(s: &Structure, rc: f64) -> f64 {

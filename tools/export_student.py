@@ -73,7 +73,7 @@ def export(state, config, path, extra_metadata=None):
 PAINN_ARCHITECTURE = "schnetpack.PaiNN"
 
 
-def painn_config(state, cutoff=None):
+def painn_config(state):
     """PaiNN's config, read off the shapes of a SchNetPack state_dict (prefixes
     `representation.` and `output_modules.0.outnet.` already mapped to ours)."""
     f = state["embedding.weight"].shape[1]
@@ -86,10 +86,9 @@ def painn_config(state, cutoff=None):
     filter_rows = state["filter_net.weight"].shape[0]
     if filter_rows not in (3 * f, 3 * f * blocks):
         raise ValueError(f"filter_net has {filter_rows} outputs; PaiNN with F={f}, T={blocks} needs {3 * f} or {3 * f * blocks}")
-    if cutoff is None:
-        if "cutoff_fn.cutoff" not in state:
-            raise KeyError("no cutoff_fn.cutoff in the state_dict; give the cutoff")
-        cutoff = float(np.asarray(state["cutoff_fn.cutoff"]).reshape(-1)[0])
+    if "cutoff_fn.cutoff" not in state:
+        raise KeyError("no representation.cutoff_fn.cutoff in the state_dict: the cutoff is unknown")
+    cutoff = float(np.asarray(state["cutoff_fn.cutoff"]).reshape(-1)[0])
     return {"n_atom_basis": f, "n_interactions": blocks, "n_rbf": k, "cutoff": cutoff,
             "max_z": state["embedding.weight"].shape[0] - 1,
             "shared_interactions": False, "shared_filters": filter_rows == 3 * f and blocks > 1, "mean": 0.0}

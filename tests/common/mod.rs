@@ -32,6 +32,16 @@ impl Rng {
     }
 }
 
+/// Distance between two points.
+pub fn dist(a: &[f64; 3], b: &[f64; 3]) -> f64 {
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
+}
+
+/// Fourth-order central difference dE/dx from E(x + h), E(x − h), E(x + 2h), E(x − 2h).
+pub fn fd4(e: &[f64], h: f64) -> f64 {
+    (-e[2] + 8.0 * e[0] - 8.0 * e[1] + e[3]) / (12.0 * h)
+}
+
 /// GPU 0, or `None` after printing why the calling GPU test is skipped.
 pub fn gpu_or_skip(test: &str) -> Option<Gpu> {
     if let Some(reason) = unavailable_reason() {

@@ -9,6 +9,7 @@ import argparse
 import numpy as np
 from ase import Atoms
 from ase.io import read, write
+from split import held_out_split
 
 
 def main():
@@ -19,9 +20,7 @@ def main():
     ap.add_argument("--holdout", type=float, default=0.1)
     a = ap.parse_args()
     frames = read(a.samples, ":")
-    # train.py's first draw from default_rng(seed) is this permutation.
-    order = np.random.default_rng(a.seed).permutation(len(frames))
-    held = order[:int(round(a.holdout * len(frames)))]
+    held, _ = held_out_split(np.random.default_rng(a.seed), len(frames), a.holdout)
     seen, out = set(), []
     for k in held:
         f = frames[k]

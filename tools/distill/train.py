@@ -26,7 +26,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from export_student import export  # noqa: E402
+from split import held_out_split  # noqa: E402
 
 SYMBOLS = ["X", "H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S", "Cl"]
 
@@ -176,9 +178,7 @@ def main():
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
     frames = read_frames(a.samples)
-    order = rng.permutation(len(frames))
-    n_hold = int(round(a.holdout * len(frames)))
-    held, train = order[:n_hold], order[n_hold:]
+    held, train = held_out_split(rng, len(frames), a.holdout)
     max_z = max(SYMBOLS.index("Cl"), max(int(f[0].max()) for f in frames))
     # Per-element reference energies: least squares of E against element counts.
     counts = np.array([[np.sum(frames[k][0] == z) for z in range(max_z + 1)] for k in train], dtype=float)

@@ -92,11 +92,7 @@ fn evaluate_in_pool(w: &StudentWeights, batch: &Batch, list: &NeighborList, want
             readout_atom(s_atom, &readout, scratch) + w.atomref.as_ref().map_or(0.0, |r| r[z as usize])
         })
         .collect();
-    let energies: Vec<f64> = batch
-        .offsets
-        .windows(2)
-        .map(|r| atom_energies[r[0]..r[1]].iter().map(|&e| e as f64).sum())
-        .collect();
+    let energies = structure_energies(batch, &atom_energies);
     if !want_forces {
         return BatchOutput { atom_energies, energies, forces: None, edge_grad: None };
     }
@@ -178,4 +174,9 @@ pub(super) fn forces_from_edges(list: &NeighborList, edge_grad: &[[f32; 3]]) -> 
             f
         })
         .collect()
+}
+
+/// Σ atom energies of each structure, accumulated in f64.
+pub(super) fn structure_energies(batch: &Batch, atom_energies: &[f32]) -> Vec<f64> {
+    batch.offsets.windows(2).map(|r| atom_energies[r[0]..r[1]].iter().map(|&e| e as f64).sum()).collect()
 }

@@ -185,16 +185,14 @@ fn tile_atoms(hidden: usize) -> usize {
     }
 }
 
-/// k-slices of the update kernels (split-K): up to 4, at most 512 threads a block (at
-/// H = 256 and 8 atoms a tile, (4 + 2)·H·8 floats is the 48 KB of shared memory a
-/// block may have without opting in), and only while the tiles alone leave the
-/// H100's 132 SMs short of work. Measured on the shared model (PERF.md, session 4),
-/// S = 4 against 1: 24 atoms −19 %, 1,000 atoms (125 tiles) −6 %, but 10,000 atoms
-/// +14 % and 256 × 24 atoms (768 tiles) +26 %. `MLFF_SPLIT_K=1|2|4` overrides.
-/// Tiles of 16 atoms (`MLFF_TILE_ATOMS=16`) take 168 registers a thread, too many for
-/// 512 threads a block: they stay unsplit.
-fn update_slices(hidden: usize, tile_atoms: usize, tiles: usize) -> usize {
-    let most = if tile_atoms > 8 { 1 } else { (512 / hidden).clamp(1, 4) };
+/// k-slices of the atom-tile kernels that split k (split-K): up to 4, at most
+/// `max_threads` threads a block (the split kernels' register count decides it), and
+/// only while the tiles alone leave the H100's 132 SMs short of work. Measured on the
+/// shared model (PERF.md, session 4), S = 4 against 1: 24 atoms −19 %, 1,000 atoms
+/// (125 tiles) −6 %, but 10,000 atoms +14 % and 256 × 24 atoms (768 tiles) +26 %.
+/// `MLFF_SPLIT_K=1|2|4` overrides.
+fn k_slices(hidden: usize, max_threads: usize, tiles: usize) -> usize {
+    let most = (max_threads / hidden).clamp(1, 4);
     match std::env::var("MLFF_SPLIT_K").ok().and_then(|v| v.parse::<usize>().ok()) {
         Some(s @ (1 | 2 | 4)) => s.min(most),
         _ if tiles < 2 * 132 => most,
@@ -202,15 +200,18 @@ fn update_slices(hidden: usize, tile_atoms: usize, tiles: usize) -> usize {
     }
 }
 
-/// PaiNN's k-slices: as `update_slices`, with at most 256 threads a block (the
-/// mixing adjoint takes 128 registers a thread).
+/// The student's update kernels: 512 threads a block at 8 atoms a tile (at H = 256,
+/// (4 + 2)·H·8 floats is the 48 KB of shared memory a block may have without opting
+/// in); tiles of 16 atoms (`MLFF_TILE_ATOMS=16`) take 168 registers a thread and stay
+/// unsplit.
+fn update_slices(hidden: usize, tile_atoms: usize, tiles: usize) -> usize {
+    k_slices(hidden, if tile_atoms > 8 { hidden } else { 512 }, tiles)
+}
+
+/// PaiNN's context and mixing kernels: at most 256 threads a block (the split mixing
+/// adjoint takes 166 registers a thread).
 fn painn_slices(hidden: usize, tiles: usize) -> usize {
-    let most = (256 / hidden).clamp(1, 4);
-    match std::env::var("MLFF_SPLIT_K").ok().and_then(|v| v.parse::<usize>().ok()) {
-        Some(s @ (1 | 2 | 4)) => s.min(most),
-        _ if tiles < 2 * 132 => most,
-        _ => 1,
-    }
+    k_slices(hidden, 256, tiles)
 }
 
 /// Buffers of one batch shape, reused across calls.
@@ -674,5 +675,25 @@ fn painn_tile_kernels(ta: usize, split: bool) -> [&'static str; 5] {
         (8, true) => ["mlff_painn_context_t8_split", "mlff_painn_context_back_t8_split", "mlff_painn_mixing_t8_split", "mlff_painn_mixing_back_t8_split", "mlff_painn_readout_t8"],
         (_, false) => ["mlff_painn_context_t4", "mlff_painn_context_back_t4", "mlff_painn_mixing_t4", "mlff_painn_mixing_back_t4", "mlff_painn_readout_t4"],
         (_, true) => ["mlff_painn_context_t4_split", "mlff_painn_context_back_t4_split", "mlff_painn_mixing_t4_split", "mlff_painn_mixing_back_t4_split", "mlff_painn_readout_t4"],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn k_slices_split_small_inputs_within_the_thread_limits() {
+        if std::env::var_os("MLFF_SPLIT_K").is_some() {
+            return;
+        }
+        // (hidden, tiles) → slices, for the student at 8 and 16 atoms a tile and PaiNN.
+        for (h, student8, painn) in [(32, 4, 4), (64, 4, 4), (128, 4, 2), (256, 2, 1)] {
+            assert_eq!(update_slices(h, 8, 3), student8, "student H={h}");
+            assert_eq!(update_slices(h, 16, 3), 1, "16-atom tiles H={h}");
+            assert_eq!(painn_slices(h, 3), painn, "PaiNN H={h}");
+            assert_eq!(update_slices(h, 8, 264), 1);
+            assert_eq!(painn_slices(h, 264), 1);
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! PaiNN on the CPU: the kernel bodies of `kernels::painn`, run over atoms and
 //! receiver rows in parallel, for a whole batch at once.
 
-use super::cpu::{split_rows, BatchOutput};
+use super::cpu::{forces_from_edges, split_rows, structure_energies, BatchOutput};
 use super::painn::PainnWeights;
 use crate::cpu::Cpu;
 use crate::neighbors::NeighborList;
@@ -72,11 +72,7 @@ fn evaluate_in_pool(w: &PainnWeights, batch: &Batch, list: &NeighborList, want_f
         .zip(batch.numbers.par_iter())
         .map_init(atom_scratch, |scratch, (q_atom, &z)| readout_atom(q_atom, &readout, scratch) + w.atom_offset(z))
         .collect();
-    let energies: Vec<f64> = batch
-        .offsets
-        .windows(2)
-        .map(|r| atom_energies[r[0]..r[1]].iter().map(|&e| e as f64).sum())
-        .collect();
+    let energies = structure_energies(batch, &atom_energies);
     if !want_forces {
         return BatchOutput { atom_energies, energies, forces: None, edge_grad: None };
     }
@@ -140,6 +136,6 @@ fn evaluate_in_pool(w: &PainnWeights, batch: &Batch, list: &NeighborList, want_f
         gq = gq_in;
         gmu = Some(gmu_in);
     }
-    let forces = super::cpu::forces_from_edges(list, &edge_grad);
+    let forces = forces_from_edges(list, &edge_grad);
     BatchOutput { atom_energies, energies, forces: Some(forces), edge_grad: Some(edge_grad) }
 }
