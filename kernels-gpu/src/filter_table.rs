@@ -10,6 +10,8 @@
 //! Layout of one block's table: knot m (at d = m·rc/M) holds `[φ(d_m) (3H) |
 //! h·φ'(d_m) (3H)]`, knots 0..=M.
 
+use crate::math::fma;
+
 /// Intervals of the table over [0, rc] (see the module comment for the choice).
 pub const TABLE_INTERVALS: usize = 512;
 
@@ -56,7 +58,8 @@ pub fn hermite(d: f32, inv_h: f32, hidden: usize) -> Hermite {
 pub unsafe fn value(table: *const f32, at: &Hermite, q: usize, hidden: usize) -> f32 {
     let p = table.add(at.row + q);
     let h3 = 3 * hidden;
-    (at.w[0] * *p + at.w[1] * *p.add(h3)) + (at.w[2] * *p.add(2 * h3) + at.w[3] * *p.add(3 * h3))
+    let k = [*p, *p.add(h3), *p.add(2 * h3), *p.add(3 * h3)];
+    interpolate(&at.w, &k)
 }
 
 /// (φ_q(d), dφ_q/dd).
@@ -68,8 +71,11 @@ pub unsafe fn value_and_slope(table: *const f32, at: &Hermite, q: usize, hidden:
     let p = table.add(at.row + q);
     let h3 = 3 * hidden;
     let k = [*p, *p.add(h3), *p.add(2 * h3), *p.add(3 * h3)];
-    (
-        (at.w[0] * k[0] + at.w[1] * k[1]) + (at.w[2] * k[2] + at.w[3] * k[3]),
-        (at.dw[0] * k[0] + at.dw[1] * k[1]) + (at.dw[2] * k[2] + at.dw[3] * k[3]),
-    )
+    (interpolate(&at.w, &k), interpolate(&at.dw, &k))
+}
+
+/// Σ w·k as three fused multiply-adds on the GPU.
+#[inline(always)]
+fn interpolate(w: &[f32; 4], k: &[f32; 4]) -> f32 {
+    fma(w[0], k[0], fma(w[1], k[1], fma(w[2], k[2], w[3] * k[3])))
 }

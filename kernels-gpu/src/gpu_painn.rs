@@ -10,7 +10,7 @@ use crate::device::gpu;
 use crate::filter_table::{value, value_and_slope};
 use crate::gpu_student::{for_each_row_edge, tile_dense, warp_task, TileThread};
 use crate::launch_args::ModelArgs;
-use crate::math::{silu, silu_and_grad, sqrt};
+use crate::math::{fma, silu, silu_and_grad, sqrt};
 use crate::painn::NORM_EPSILON;
 
 /// x = Dense(H→3H)(SiLU(Dense(H→H)(q))) over a tile of TA atoms (H·S threads, S
@@ -105,7 +105,7 @@ pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
             let wm = value(a.table, at, 2 * h + c, h) * *x_j.add(2 * h + c);
             q_acc[m] += wq;
             for x in 0..3 {
-                mu_acc[x][m] += wr * dir[x] + wm * *a.v.add((j * 3 + x) * h + c);
+                mu_acc[x][m] = fma(wr, dir[x], fma(wm, *a.v.add((j * 3 + x) * h + c), mu_acc[x][m]));
             }
         }
     });
@@ -155,17 +155,17 @@ pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
             let (wm, dwm) = value_and_slope(a.table, at, 2 * h + c, h);
             let (xq, xr, xm) = (*x_j.add(c), *x_j.add(h + c), *x_j.add(2 * h + c));
             // Edge j→i.
-            gd += gq_i[m] * xq * dwq;
+            gd = fma(gq_i[m] * xq, dwq, gd);
             // Reverse edge i→j.
-            gx_acc[0][m] += *a.gs_mid.add(j * h + c) * wq;
+            gx_acc[0][m] = fma(*a.gs_mid.add(j * h + c), wq, gx_acc[0][m]);
             for x in 0..3 {
                 let row = (j * 3 + x) * h + c;
                 let gmu_j = *a.gv_mid.add(row);
-                gdir[x] += gmu_i[x][m] * wr * xr;
-                gd += gmu_i[x][m] * (xr * dir[x] * dwr + xm * *a.v.add(row) * dwm);
-                gx_acc[1][m] -= gmu_j * dir[x] * wr;
-                gx_acc[2][m] += gmu_j * mu_i[x][m] * wm;
-                gmu_acc[x][m] += gmu_j * wm * xm_i[m];
+                gdir[x] = fma(gmu_i[x][m] * wr, xr, gdir[x]);
+                gd = fma(gmu_i[x][m], fma(xr * dir[x], dwr, xm * *a.v.add(row) * dwm), gd);
+                gx_acc[1][m] = fma(-(gmu_j * dir[x]), wr, gx_acc[1][m]);
+                gx_acc[2][m] = fma(gmu_j * mu_i[x][m], wm, gx_acc[2][m]);
+                gmu_acc[x][m] = fma(gmu_j * wm, xm_i[m], gmu_acc[x][m]);
             }
         }
         let gd = gpu::warp_reduce_sum(gd);

@@ -44,6 +44,27 @@ fn sqrt_newton(x: f32) -> f32 {
     y as f32
 }
 
+/// a·b + c. On the GPU one fused `fma.rn.f32`: rustc emits `mul.rn` + `add.rn` for
+/// `a * b + c`, and ptxas never contracts instructions with an explicit rounding
+/// mode, so every multiply-add of a kernel would cost two instructions. On the host
+/// (the oracle path, where x86_64's baseline has no FMA) the unfused expression.
+#[inline(always)]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(target_arch = "nvptx64")]
+    {
+        let out: f32;
+        unsafe {
+            core::arch::asm!("fma.rn.f32 {o}, {a}, {b}, {c};", o = out(reg32) out, a = in(reg32) a,
+                             b = in(reg32) b, c = in(reg32) c, options(pure, nomem, nostack));
+        }
+        out
+    }
+    #[cfg(not(target_arch = "nvptx64"))]
+    {
+        a * b + c
+    }
+}
+
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
 // ln 2 split so that k * LN2_HI is exact for |k| < 2^9.
 const LN2_HI: f32 = 0.693_145_75;

@@ -136,9 +136,9 @@ macro_rules! instantiate {
 
 instantiate!(gpu_student::message_forward, mlff_student_message_c1 = 1, mlff_student_message_c2 = 2, mlff_student_message_c4 = 4, mlff_student_message_c8 = 8);
 instantiate!(gpu_student::message_backward, mlff_student_message_back_c1 = 1, mlff_student_message_back_c2 = 2, mlff_student_message_back_c4 = 4, mlff_student_message_back_c8 = 8);
-instantiate!(gpu_student::update_forward, mlff_student_update_t8 = 8, mlff_student_update_t16 = 16);
-instantiate!(gpu_student::update_backward, mlff_student_update_back_t8 = 8, mlff_student_update_back_t16 = 16);
-instantiate!(gpu_student::readout, mlff_student_readout_t8 = 8, mlff_student_readout_t16 = 16);
+instantiate!(gpu_student::update_forward, mlff_student_update_t2 = 2, mlff_student_update_t4 = 4, mlff_student_update_t8 = 8, mlff_student_update_t16 = 16);
+instantiate!(gpu_student::update_backward, mlff_student_update_back_t2 = 2, mlff_student_update_back_t4 = 4, mlff_student_update_back_t8 = 8, mlff_student_update_back_t16 = 16);
+instantiate!(gpu_student::readout, mlff_student_readout_t2 = 2, mlff_student_readout_t4 = 4, mlff_student_readout_t8 = 8, mlff_student_readout_t16 = 16);
 
 // ---- PaiNN ------------------------------------------------------------------------
 

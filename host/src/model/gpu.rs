@@ -171,16 +171,19 @@ fn channel_groups(hidden: usize, atoms: usize) -> usize {
     g
 }
 
-/// Atoms per block of the atom-tile kernels.
+/// Atoms per block of the student's atom-tile kernels.
 ///
-/// 8, measured against 16 on the H100 (PERF.md, session 4): a tile's threads each walk
-/// one serial chain over k, so halving the atoms per tile halves the chain's work
-/// and doubles the blocks. 24 atoms went from 1.03 to 0.73 ms, 1,000 atoms from 2.31
-/// to 2.00 ms, 10,000 atoms from 10.15 to 9.78 ms; 256 × 24 stayed at 2.46–2.49 ms.
-/// `MLFF_TILE_ATOMS=16` brings the old choice back, to measure it.
-fn tile_atoms(hidden: usize) -> usize {
+/// 8 (measured against 16 on the H100, PERF.md, session 4: each thread walks one
+/// serial chain over k, so halving the atoms per tile halves the chain's work and
+/// doubles the blocks), and 2 below 528 atoms, where tiles of 8 leave most of the 132
+/// SMs idle: measured in session 5, 24 atoms 525 → 399 µs against TA = 8, 1,000 atoms
+/// a tie (1.811 / 1.813 ms), 10,000 atoms 9.54 → 9.78 ms and 256 × 24 2.38 → 2.71 ms
+/// worse. `MLFF_TILE_ATOMS=2|4|8|16` picks one, to measure it.
+fn tile_atoms(hidden: usize, atoms: usize) -> usize {
     match std::env::var("MLFF_TILE_ATOMS").ok().and_then(|v| v.parse::<usize>().ok()) {
         Some(16) if hidden <= 128 => 16,
+        Some(t @ (2 | 4 | 8)) => t,
+        _ if atoms.div_ceil(8) < 66 => 2,
         _ => 8,
     }
 }
@@ -471,7 +474,7 @@ impl Workspace {
         let n = self.num_atoms;
         let h = w.hidden;
         let base = ModelArgs { want_gradient: want_forces as u32, ..self.args(w) };
-        let ta = tile_atoms(h);
+        let ta = tile_atoms(h, n);
         let tiles = LaunchConfig { grid_dim: (n.div_ceil(ta).max(1) as u32, 1, 1), block_dim: (h as u32, 1, 1), shared_mem_bytes: 0 };
         let edge_warps = grid_1d(32 * n * self.groups, 128)?;
         let ch = h / (32 * self.groups);
@@ -660,10 +663,11 @@ fn message_kernels(ch: usize) -> (&'static str, &'static str) {
 
 /// The atom-tile kernels for tiles of `ta` atoms (update, its adjoint, readout).
 fn tile_kernels(ta: usize) -> (&'static str, &'static str, &'static str) {
-    if ta == 16 {
-        ("mlff_student_update_t16", "mlff_student_update_back_t16", "mlff_student_readout_t16")
-    } else {
-        ("mlff_student_update_t8", "mlff_student_update_back_t8", "mlff_student_readout_t8")
+    match ta {
+        2 => ("mlff_student_update_t2", "mlff_student_update_back_t2", "mlff_student_readout_t2"),
+        4 => ("mlff_student_update_t4", "mlff_student_update_back_t4", "mlff_student_readout_t4"),
+        16 => ("mlff_student_update_t16", "mlff_student_update_back_t16", "mlff_student_readout_t16"),
+        _ => ("mlff_student_update_t8", "mlff_student_update_back_t8", "mlff_student_readout_t8"),
     }
 }
 
