@@ -286,6 +286,12 @@ pub fn grid_1d(n: usize, block: u32) -> Result<LaunchConfig> {
     Ok(LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 })
 }
 
+/// One warp per atom (the row kernels: neighbour rows, edge gradients, forces, and the
+/// edge passes at one channel group), in blocks of 128 threads.
+pub fn warp_per_atom(atoms: usize) -> Result<LaunchConfig> {
+    grid_1d(32 * atoms, 128)
+}
+
 /// Length as the `u32` the kernels take, or a clear error.
 pub fn len_u32(len: usize, what: &str) -> Result<u32> {
     u32::try_from(len).map_err(|_| Error::InvalidInput(format!("{what}: {len} elements exceed the kernels' 32-bit indexing")))

@@ -4,7 +4,7 @@
 //! ever dropped). The lists equal the CPU path's exactly, as sets and in order.
 
 use crate::error::{invalid_input, Error, Result};
-use crate::gpu::{grid_1d, Gpu, BLOCK_THREADS};
+use crate::gpu::{grid_1d, warp_per_atom, Gpu, BLOCK_THREADS};
 use crate::neighbors::NeighborList;
 use crate::structure::{inverse, plane_spacing, Batch};
 use cudarc::driver::{CudaSlice, LaunchConfig};
@@ -242,7 +242,7 @@ impl GpuCellList {
         gpu.launch("mlff_cells_bin", atoms, &args)?;
         self.bin_scan.run(&gpu, args.bin_start)?;
         gpu.launch("mlff_cells_scatter", atoms, &args)?;
-        gpu.launch("mlff_cells_count", atoms, &args)?;
+        gpu.launch("mlff_cells_count", warp_per_atom(self.num_atoms)?, &args)?;
         self.row_scan.run(&gpu, args.row_ptr)?;
         self.enqueue_fill()?;
         gpu.stream()
@@ -254,9 +254,9 @@ impl GpuCellList {
     /// Enqueues the fill, sort and reverse passes (after counts and row pointers).
     fn enqueue_fill(&self) -> Result<()> {
         let args = self.args();
-        let atoms = grid_1d(self.num_atoms, BLOCK_THREADS)?;
-        self.gpu.launch("mlff_cells_fill", atoms, &args)?;
-        self.gpu.launch("mlff_cells_reverse", atoms, &args)
+        let rows = warp_per_atom(self.num_atoms)?;
+        self.gpu.launch("mlff_cells_fill", rows, &args)?;
+        self.gpu.launch("mlff_cells_reverse", rows, &args)
     }
 
     /// Edges the last build found (`row_ptr[N]`; synchronises, copies one word).

@@ -1,4 +1,4 @@
-//! Cell-list neighbour search as kernel bodies, run on the GPU one thread per atom
+//! Cell-list neighbour search as kernel bodies, run on the GPU one warp per atom
 //! (the CPU path has its own f64 binning in `mlff-host`). Binning only proposes
 //! candidates; membership is decided by the canonical f32 edge vector of
 //! [`crate::geometry`], so the GPU and CPU lists are the same set, and sorting each
@@ -128,21 +128,29 @@ pub fn linear_bin(bin: [i32; 3], g: &GridRecord) -> u32 {
     (bin[0] as u32 * g.bins[1] + bin[1] as u32) * g.bins[2] + bin[2] as u32
 }
 
-/// Calls `visit(j, shift)` for every candidate sender of receiver `i` (never (i, 0)).
+/// Walks the candidate senders of receiver `i` the way a warp does: bin by bin (the
+/// bins within `reach`, in a fixed order), 32 candidates at a time. `visit(valid, j,
+/// shift)` is called on every lane for every chunk, lane `lane` holding the chunk's
+/// candidate `lane`; `valid` is false past the bin's end and for i's own image (i, 0).
+/// The chunk loop is uniform over the warp (it depends on i only), so `visit` may vote
+/// and shuffle, and a ballot's lowest lane is the earliest candidate of the walk.
+///
 /// `bin_start`/`bin_atoms` are this structure's (already offset by its `bin_base`);
 /// `wrap` is indexed by global atom.
 ///
 /// # Safety
 /// The arrays must hold the bins and atoms the grid names.
 #[inline(always)]
-pub unsafe fn for_each_candidate(
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn for_each_candidate_chunk(
     i: u32,
+    lane: u32,
     home: [i32; 3],
     g: &GridRecord,
     bin_start: *const u32,
     bin_atoms: *const u32,
     wrap: *const [i32; 3],
-    mut visit: impl FnMut(u32, [i32; 3]),
+    mut visit: impl FnMut(bool, u32, [i32; 3]),
 ) {
     let wrap_i = *wrap.add(i as usize);
     let mut o0 = -g.reach[0];
@@ -170,15 +178,19 @@ pub unsafe fn for_each_candidate(
                 if inside {
                     let linear = linear_bin(bin, g) as usize;
                     let (start, end) = (*bin_start.add(linear), *bin_start.add(linear + 1));
-                    let mut k = start;
-                    while k < end {
-                        let j = *bin_atoms.add(k as usize);
-                        let wrap_j = *wrap.add(j as usize);
-                        let shift: [i32; 3] = core::array::from_fn(|a| image[a] - wrap_j[a] + wrap_i[a]);
-                        if !(j == i && shift[0] == 0 && shift[1] == 0 && shift[2] == 0) {
-                            visit(j, shift);
-                        }
-                        k += 1;
+                    let mut chunk = start;
+                    while chunk < end {
+                        let k = chunk + lane;
+                        let (j, shift) = if k < end {
+                            let j = *bin_atoms.add(k as usize);
+                            let wrap_j = *wrap.add(j as usize);
+                            (j, core::array::from_fn(|a| image[a] - wrap_j[a] + wrap_i[a]))
+                        } else {
+                            (i, [0; 3])
+                        };
+                        let own_image = j == i && shift == [0; 3];
+                        visit(!own_image, j, shift);
+                        chunk += 32;
                     }
                 }
                 o2 += 1;
@@ -195,119 +207,9 @@ pub unsafe fn candidate_geometry(i: u32, j: u32, shift: [i32; 3], positions: *co
     edge_vector(*positions.add(i as usize), *positions.add(j as usize), shift_vector(shift, cell))
 }
 
-/// Edges of receiver `i` (d ≤ cutoff), and the first sender closer than
-/// [`MIN_DISTANCE`] if any.
-#[allow(clippy::too_many_arguments)]
+/// Whether edge a comes before edge b in a sorted row: by sender, then shift.
 #[inline(always)]
-pub unsafe fn count_row(
-    i: u32,
-    home: [i32; 3],
-    g: &GridRecord,
-    rec: &StructureRecord,
-    cutoff: f32,
-    bin_start: *const u32,
-    bin_atoms: *const u32,
-    wrap: *const [i32; 3],
-    positions: *const [f32; 3],
-) -> (u32, Option<u32>) {
-    let mut count = 0u32;
-    let mut too_close = None;
-    for_each_candidate(i, home, g, bin_start, bin_atoms, wrap, |j, shift| {
-        let (_, d) = candidate_geometry(i, j, shift, positions, &rec.cell);
-        if d <= cutoff {
-            count += 1;
-            if d < MIN_DISTANCE && too_close.is_none() {
-                too_close = Some(j);
-            }
-        }
-    });
-    (count, too_close)
-}
-
-/// Writes the edges of receiver `i` to `src`/`shift` (which point at its row) and
-/// sorts them by (sender, shift), the order of the CPU path.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub unsafe fn fill_row(
-    i: u32,
-    home: [i32; 3],
-    g: &GridRecord,
-    rec: &StructureRecord,
-    cutoff: f32,
-    bin_start: *const u32,
-    bin_atoms: *const u32,
-    wrap: *const [i32; 3],
-    positions: *const [f32; 3],
-    src: *mut u32,
-    shift: *mut [i32; 3],
-    len: u32,
-) {
-    // Short rows with small shifts (nearly all) are sorted as packed u64 keys in a
-    // local array (L1-resident); others in place in the output (global memory).
-    let mut keys = [0u64; LOCAL_ROW];
-    let mut packable = len as usize <= LOCAL_ROW;
-    let mut k = 0u32;
-    for_each_candidate(i, home, g, bin_start, bin_atoms, wrap, |j, s| {
-        let (_, d) = candidate_geometry(i, j, s, positions, &rec.cell);
-        // `len` came from `count_row` with the same inputs; the guard keeps a
-        // mismatch from writing past the row.
-        if d <= cutoff && k < len {
-            match pack_key(j, s) {
-                Some(key) if packable => keys[k as usize] = key,
-                _ => packable = false,
-            }
-            *src.add(k as usize) = j;
-            *shift.add(k as usize) = s;
-            k += 1;
-        }
-    });
-    if packable {
-        let keys = &mut keys[..k as usize];
-        for m in 1..keys.len() {
-            let key = keys[m];
-            let mut p = m;
-            while p > 0 && keys[p - 1] > key {
-                keys[p] = keys[p - 1];
-                p -= 1;
-            }
-            keys[p] = key;
-        }
-        for (m, &key) in keys.iter().enumerate() {
-            let (j, s) = unpack_key(key);
-            *src.add(m) = j;
-            *shift.add(m) = s;
-        }
-    } else {
-        sort_row(src, shift, k);
-    }
-}
-
-/// Longest row sorted in a local array.
-const LOCAL_ROW: usize = 96;
-const SHIFT_BIAS: i32 = 512;
-
-/// (j, S) as one u64 whose order is the lexicographic order of (j, S₀, S₁, S₂), when
-/// every |S_a| < 512.
-#[inline(always)]
-fn pack_key(j: u32, s: [i32; 3]) -> Option<u64> {
-    let mut packed = 0u64;
-    for x in s {
-        if !(-SHIFT_BIAS..SHIFT_BIAS).contains(&x) {
-            return None;
-        }
-        packed = (packed << 10) | (x + SHIFT_BIAS) as u64;
-    }
-    Some(((j as u64) << 30) | packed)
-}
-
-#[inline(always)]
-fn unpack_key(key: u64) -> (u32, [i32; 3]) {
-    let part = |q: u32| ((key >> (10 * q)) & 1023) as i32 - SHIFT_BIAS;
-    ((key >> 30) as u32, [part(2), part(1), part(0)])
-}
-
-#[inline(always)]
-fn edge_key_less(a: (u32, [i32; 3]), b: (u32, [i32; 3])) -> bool {
+pub fn edge_key_less(a: (u32, [i32; 3]), b: (u32, [i32; 3])) -> bool {
     if a.0 != b.0 {
         return a.0 < b.0;
     }

@@ -6,6 +6,7 @@
 //! | thread/block ids | `thread_idx`, `block_idx`, `block_dim`, `grid_dim`, `global_id`, `lane_id`, `warp_id` | the CPU path passes the index explicitly to the kernel body (`for i in 0..n`, or rayon) |
 //! | barrier | `sync_threads` (`bar.sync 0`) | sequential phases of a loop over the block |
 //! | f32 atomic add | `atomic_add_f32` (`atom.add.f32`) | `atomic_add_f32` on an `AtomicU32` (compare-and-swap loop) |
+//! | warp vote, warp barrier | `ballot` (`vote.sync.ballot`), `sync_warp` (`bar.warp.sync`) | the CPU path has no warps: the kernels that use them are GPU-only (neighbour rows, checked against the CPU list by `tests/neighbors.rs`) |
 //! | warp shuffle | `shfl_xor_f32`, `shfl_down_f32` (`shfl.sync`) | `shfl_xor_lanes`, `shfl_down_lanes` over a `[f32; 32]` of lanes |
 //! | warp reduction | `warp_reduce_sum` (butterfly of `shfl_xor`) | `warp_reduce_sum_lanes`: the same butterfly, so the result is bit-identical |
 //! | block reduction | `block_reduce_sum` (warp sums via static shared memory) | `block_reduce_sum_host`: the same order of additions |
@@ -145,6 +146,23 @@ pub mod gpu {
                  options(nostack, nomem));
         }
         out
+    }
+
+    /// Bit l set where lane l's `predicate` holds (all 32 lanes must call it).
+    #[inline(always)]
+    pub fn ballot(predicate: bool) -> u32 {
+        let out: u32;
+        unsafe {
+            asm!("{{", ".reg .pred p;", "setp.ne.u32 p, {value}, 0;", "vote.sync.ballot.b32 {out}, p, -1;", "}}",
+                 out = out(reg32) out, value = in(reg32) predicate as u32, options(nostack, nomem));
+        }
+        out
+    }
+
+    /// Warp barrier: the warp's memory writes before it are visible to its lanes after.
+    #[inline(always)]
+    pub fn sync_warp() {
+        unsafe { asm!("bar.warp.sync -1;", options(nostack)) }
     }
 
     /// Inclusive prefix sum over the warp (Hillis-Steele with `shfl.up`).

@@ -1,7 +1,11 @@
 //! GPU drivers of the cell-list bodies in [`crate::cell_list`]: one block per
-//! structure for the grid, one thread per atom for everything else.
+//! structure for the grid, one warp per atom for the rows (count, fill, reverse),
+//! one thread per atom for the rest.
 
-use crate::cell_list::{bin_of, count_row, fill_row, grid, linear_bin, reverse_edge, fractional, candidate_geometry};
+use crate::cell_list::{
+    bin_of, candidate_geometry, edge_key_less, for_each_candidate_chunk, fractional, grid, linear_bin, reverse_edge, sort_row,
+    MIN_DISTANCE,
+};
 use crate::device::gpu;
 use crate::launch_args::{status, CellArgs};
 
@@ -80,25 +84,43 @@ pub unsafe fn scatter_kernel(a: &CellArgs) {
     *a.bin_atoms.add((*a.bin_start.add(bin) + slot) as usize) = i as u32;
 }
 
-/// Edges per receiver into `row_ptr[i]` (`row_ptr[N]` = 0, ready for the scan).
+/// This warp's receiver (one warp per atom), or None past the last atom.
+#[inline(always)]
+fn warp_atom(a: &CellArgs) -> Option<usize> {
+    let i = gpu::global_id() / 32;
+    (i < a.num_atoms as usize).then_some(i)
+}
+
+/// Edges per receiver into `row_ptr[i]` (`row_ptr[N]` = 0, ready for the scan), one
+/// warp per receiver, its lanes over the candidates; records the first sender closer
+/// than `MIN_DISTANCE` in the walk's order, as the CPU does.
 pub unsafe fn count_kernel(a: &CellArgs) {
-    let i = gpu::global_id();
     let n = a.num_atoms as usize;
-    if i == 0 {
+    if gpu::global_id() == 0 {
         *a.row_ptr.add(n) = 0;
     }
-    if i >= n {
-        return;
-    }
+    let Some(i) = warp_atom(a) else { return };
+    let lane = gpu::lane_id() as u32;
     let s = structure_of(a, i);
     let (rec, g) = (&*a.records.add(s), &*a.grids.add(s));
     let bins = a.bin_start.add(rec.bin_base as usize);
-    let (count, close) = count_row(i as u32, *a.atom_home.add(i), g, rec, a.cutoff, bins, a.bin_atoms, a.wrap, a.positions);
-    *a.row_ptr.add(i) = count;
-    if let Some(j) = close {
-        if gpu::atomic_cas_u32(a.status.add(status::TOO_CLOSE), 0, 1) == 0 {
-            *a.status.add(status::CLOSE_I) = i as u32;
-            *a.status.add(status::CLOSE_J) = j;
+    let mut count = 0u32;
+    let mut close = None;
+    for_each_candidate_chunk(i as u32, lane, *a.atom_home.add(i), g, bins, a.bin_atoms, a.wrap, |valid, j, shift| {
+        let d = if valid { candidate_geometry(i as u32, j, shift, a.positions, &rec.cell).1 } else { f32::INFINITY };
+        count += gpu::ballot(d <= a.cutoff).count_ones();
+        let near = gpu::ballot(d < MIN_DISTANCE);
+        if near != 0 && close.is_none() {
+            close = Some(gpu::shfl_idx_u32(j, near.trailing_zeros()));
+        }
+    });
+    if lane == 0 {
+        *a.row_ptr.add(i) = count;
+        if let Some(j) = close {
+            if gpu::atomic_cas_u32(a.status.add(status::TOO_CLOSE), 0, 1) == 0 {
+                *a.status.add(status::CLOSE_I) = i as u32;
+                *a.status.add(status::CLOSE_J) = j;
+            }
         }
     }
 }
@@ -108,14 +130,18 @@ unsafe fn overflowed(a: &CellArgs) -> bool {
     *a.row_ptr.add(a.num_atoms as usize) > a.edge_capacity
 }
 
-/// Writes and sorts each row (nothing when the edges exceed the capacity).
+/// Longest row the warp sorts by rank (lane l ranks edges l, l + 32, …); longer rows
+/// (tiny periodic cells) fall back to one lane's insertion sort.
+const RANKED_ROW: usize = 4 * 32;
+
+/// Writes and sorts each row (nothing when the edges exceed the capacity), one warp
+/// per receiver: hits are packed into the row by ballot in the walk's order, then
+/// each lane moves its edges to their rank in (sender, shift) order, the CPU's.
 pub unsafe fn fill_kernel(a: &CellArgs) {
-    let i = gpu::global_id();
-    if i >= a.num_atoms as usize {
-        return;
-    }
+    let Some(i) = warp_atom(a) else { return };
+    let lane = gpu::lane_id() as u32;
     if overflowed(a) {
-        if i == 0 {
+        if i == 0 && lane == 0 {
             *a.status.add(status::OVERFLOW) = 1;
         }
         return;
@@ -125,28 +151,72 @@ pub unsafe fn fill_kernel(a: &CellArgs) {
     let bins = a.bin_start.add(rec.bin_base as usize);
     let start = *a.row_ptr.add(i) as usize;
     let len = *a.row_ptr.add(i + 1) - start as u32;
-    fill_row(i as u32, *a.atom_home.add(i), g, rec, a.cutoff, bins, a.bin_atoms, a.wrap, a.positions, a.src.add(start), a.shift.add(start), len);
+    let (src, shift) = (a.src.add(start), a.shift.add(start));
+    let below_lane = (1u32 << lane) - 1;
+    let mut filled = 0u32;
+    for_each_candidate_chunk(i as u32, lane, *a.atom_home.add(i), g, bins, a.bin_atoms, a.wrap, |valid, j, sh| {
+        let hit = valid && candidate_geometry(i as u32, j, sh, a.positions, &rec.cell).1 <= a.cutoff;
+        let hits = gpu::ballot(hit);
+        let slot = filled + (hits & below_lane).count_ones();
+        // `len` came from the count with the same inputs; the guard keeps a mismatch
+        // from writing past the row.
+        if hit && slot < len {
+            *src.add(slot as usize) = j;
+            *shift.add(slot as usize) = sh;
+        }
+        filled += hits.count_ones();
+    });
+    let len = filled.min(len) as usize;
+    gpu::sync_warp();
+    if len <= RANKED_ROW {
+        let mut mine = [(0u32, [0i32; 3]); RANKED_ROW / 32];
+        let mut rank = [0usize; RANKED_ROW / 32];
+        for m in 0..RANKED_ROW / 32 {
+            let e = m * 32 + lane as usize;
+            if e < len {
+                mine[m] = (*src.add(e), *shift.add(e));
+                for q in 0..len {
+                    rank[m] += edge_key_less((*src.add(q), *shift.add(q)), mine[m]) as usize;
+                }
+            }
+        }
+        gpu::sync_warp();
+        for m in 0..RANKED_ROW / 32 {
+            if m * 32 + (lane as usize) < len {
+                *src.add(rank[m]) = mine[m].0;
+                *shift.add(rank[m]) = mine[m].1;
+            }
+        }
+    } else if lane == 0 {
+        sort_row(src, shift, len as u32);
+    }
+    gpu::sync_warp();
     if !a.geom.is_null() {
-        for e in start..start + len as usize {
+        let mut e = start + lane as usize;
+        while e < start + len {
             let (r, d) = candidate_geometry(i as u32, *a.src.add(e), *a.shift.add(e), a.positions, &rec.cell);
             *a.geom.add(e) = [r[0], r[1], r[2], d];
+            e += 32;
         }
     }
 }
 
-/// The reverse of every edge, found in the sender's sorted row.
+/// The reverse of every edge, found in the sender's sorted row; one warp per
+/// receiver, its lanes over the row's edges.
 pub unsafe fn reverse_kernel(a: &CellArgs) {
-    let i = gpu::global_id();
-    if i >= a.num_atoms as usize || overflowed(a) {
+    let Some(i) = warp_atom(a) else { return };
+    if overflowed(a) {
         return;
     }
-    let (start, end) = (*a.row_ptr.add(i), *a.row_ptr.add(i + 1));
-    for e in start as usize..end as usize {
+    let (start, end) = (*a.row_ptr.add(i) as usize, *a.row_ptr.add(i + 1) as usize);
+    let mut e = start + gpu::lane_id();
+    while e < end {
         let r = reverse_edge(i as u32, *a.src.add(e), *a.shift.add(e), a.row_ptr, a.src, a.shift);
         if r == u32::MAX {
             *a.status.add(status::ASYMMETRIC) = 1;
         }
         *a.reverse.add(e) = r;
+        e += 32;
     }
 }
 

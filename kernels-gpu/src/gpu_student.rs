@@ -560,18 +560,26 @@ pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
     }
 }
 
-/// ∂E/∂r of every edge of receiver i from its accumulated [∂E/∂d, ∂E/∂u], and the
-/// atom's share of the virial Σ r ⊗ ∂E/∂r.
-pub unsafe fn edge_gradients(a: &ModelArgs) {
-    let i = gpu::global_id();
+/// This warp's atom (one warp per atom, lanes over its row), or None past the last
+/// atom or when the edges overflowed.
+#[inline(always)]
+unsafe fn warp_row(a: &ModelArgs) -> Option<(usize, core::ops::Range<usize>)> {
+    let i = gpu::global_id() / 32;
     if i >= a.num_atoms as usize || edges_overflowed(a) {
-        return;
+        return None;
     }
+    Some((i, *a.row_ptr.add(i) as usize..*a.row_ptr.add(i + 1) as usize))
+}
+
+/// ∂E/∂r of every edge of receiver i from its accumulated [∂E/∂d, ∂E/∂u], and the
+/// atom's share of the virial Σ r ⊗ ∂E/∂r (lane partial sums, then a warp sum).
+pub unsafe fn edge_gradients(a: &ModelArgs) {
+    let Some((i, row)) = warp_row(a) else { return };
     let cell = (*a.records.add(*a.structure_of.add(i) as usize)).cell;
     let ri = *a.positions.add(i);
     let mut virial = [0.0f32; 9];
-    let (start, end) = (*a.row_ptr.add(i) as usize, *a.row_ptr.add(i + 1) as usize);
-    for e in start..end {
+    let mut e = row.start + gpu::lane_id();
+    while e < row.end {
         let j = *a.src.add(e) as usize;
         let (r, d) = edge_vector(ri, *a.positions.add(j), shift_vector(*a.shift.add(e), &cell));
         let mut adj = [0.0f32; 4];
@@ -585,28 +593,33 @@ pub unsafe fn edge_gradients(a: &ModelArgs) {
         *a.edge_grad.add(e) = grad;
         for x in 0..3 {
             for y in 0..3 {
-                virial[3 * x + y] += r[x] * grad[y];
+                virial[3 * x + y] = fma(r[x], grad[y], virial[3 * x + y]);
             }
         }
+        e += 32;
     }
-    *a.atom_virial.add(i) = virial;
+    let virial = virial.map(gpu::warp_reduce_sum);
+    if gpu::lane_id() == 0 {
+        *a.atom_virial.add(i) = virial;
+    }
 }
 
 /// F_i = Σ_{e in row i} (∂E/∂r_e − ∂E/∂r_rev(e)), since r_e = R_j − R_i.
 pub unsafe fn forces(a: &ModelArgs) {
-    let i = gpu::global_id();
-    if i >= a.num_atoms as usize || edges_overflowed(a) {
-        return;
-    }
+    let Some((i, row)) = warp_row(a) else { return };
     let mut f = [0.0f32; 3];
-    let (start, end) = (*a.row_ptr.add(i) as usize, *a.row_ptr.add(i + 1) as usize);
-    for e in start..end {
+    let mut e = row.start + gpu::lane_id();
+    while e < row.end {
         let (g, back) = (*a.edge_grad.add(e), *a.edge_grad.add(*a.reverse.add(e) as usize));
         for x in 0..3 {
             f[x] += g[x] - back[x];
         }
+        e += 32;
     }
-    *a.forces.add(i) = f;
+    let f = f.map(gpu::warp_reduce_sum);
+    if gpu::lane_id() == 0 {
+        *a.forces.add(i) = f;
+    }
 }
 
 /// One block per structure: energy and virial summed in f64, in a fixed order.

@@ -7,7 +7,7 @@ use super::filter_table;
 use super::student::Linear;
 use super::Weights;
 use crate::error::{invalid_input, Error, Result};
-use crate::gpu::{grid_1d, Gpu, Pinned, BLOCK_THREADS};
+use crate::gpu::{grid_1d, warp_per_atom, Gpu, Pinned, BLOCK_THREADS};
 use crate::gpu_neighbors::GpuCellList;
 use crate::structure::Batch;
 use cudarc::driver::{CudaGraph, CudaSlice, LaunchConfig};
@@ -461,9 +461,9 @@ impl Workspace {
         }
         if want_forces {
             let base = self.args(w);
-            let atoms = grid_1d(self.num_atoms, BLOCK_THREADS)?;
-            w.gpu.launch("mlff_student_edge_gradients", atoms, &base)?;
-            w.gpu.launch("mlff_student_forces", atoms, &base)?;
+            let rows = warp_per_atom(self.num_atoms)?;
+            w.gpu.launch("mlff_student_edge_gradients", rows, &base)?;
+            w.gpu.launch("mlff_student_forces", rows, &base)?;
         }
         Ok(())
     }
