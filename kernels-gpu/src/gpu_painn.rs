@@ -15,6 +15,7 @@ use crate::painn::NORM_EPSILON;
 
 /// x = Dense(H→3H)(SiLU(Dense(H→H)(q))) over a tile of TA atoms (H·S threads, S
 /// k-slices as in the student's update). Shared memory: (2 + S)·H·TA floats.
+#[inline(always)]
 pub unsafe fn context<const TA: usize, const SPLIT: bool>(a: &ModelArgs) {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
@@ -47,6 +48,7 @@ pub unsafe fn context<const TA: usize, const SPLIT: bool>(a: &ModelArgs) {
 
 /// gs = gs_mid + ∂(x·gx)/∂q over a tile of TA atoms (H·S threads).
 /// Shared memory: (5 + S)·H·TA floats.
+#[inline(always)]
 pub unsafe fn context_backward<const TA: usize, const SPLIT: bool>(a: &ModelArgs) {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
@@ -81,6 +83,7 @@ pub unsafe fn context_backward<const TA: usize, const SPLIT: bool>(a: &ModelArgs
 }
 
 /// q_mid = q_i + Σ_j Wq∘xq_j, μ_mid = μ_i + Σ_j (WR∘xR_j ⊗ dir + Wμ∘xμ_j∘μ_j).
+#[inline(always)]
 pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
     let Some((i, g)) = warp_task(a) else { return };
     let lane = gpu::lane_id();
@@ -122,6 +125,7 @@ pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
 /// ∂E/∂μ_i of the block input into `gv` (residual + what i sent, through the reverse
 /// edges, which share W and have direction −dir), and [∂E/∂d, ∂E/∂dir] of each
 /// edge of the row added to `edge_adjoint`.
+#[inline(always)]
 pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
     let Some((i, g)) = warp_task(a) else { return };
     let lane = gpu::lane_id();
@@ -197,6 +201,7 @@ struct MixingTile<const TA: usize> {
     pre: [f32; TA],
 }
 
+#[inline(always)]
 unsafe fn mixing_tile<const TA: usize, const SPLIT: bool>(a: &ModelArgs, tile: &TileThread, mu_tile: *mut f32, ctx: *mut f32) -> MixingTile<TA> {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
@@ -230,6 +235,7 @@ unsafe fn mixing_tile<const TA: usize, const SPLIT: bool>(a: &ModelArgs, tile: &
 
 /// Mixing over a tile of TA atoms (H·S threads): q = q_mid + a + c∘⟨μV, μW⟩,
 /// μ = μ_mid + b∘μW. Shared memory: (5 + S)·H·TA floats.
+#[inline(always)]
 pub unsafe fn mixing_forward<const TA: usize, const SPLIT: bool>(a: &ModelArgs) {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
@@ -262,6 +268,7 @@ pub unsafe fn mixing_forward<const TA: usize, const SPLIT: bool>(a: &ModelArgs) 
 
 /// Adjoint of `mixing_forward`: from (gs, gv) of the block output to (gs_mid, gv_mid).
 /// Shared memory: (6 + S)·H·TA floats.
+#[inline(always)]
 pub unsafe fn mixing_backward<const TA: usize, const SPLIT: bool>(a: &ModelArgs) {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
@@ -342,6 +349,7 @@ pub unsafe fn mixing_backward<const TA: usize, const SPLIT: bool>(a: &ModelArgs)
 
 /// Readout H → H/2 (SiLU) → 1 plus the element offset over a tile of TA atoms
 /// (H threads), and ∂E/∂q into `gs` when asked. Shared memory: (H + H)·TA floats.
+#[inline(always)]
 pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
     let h = a.hidden as usize;
     let h2 = h / 2;

@@ -102,6 +102,7 @@ pub(crate) unsafe fn for_each_row_edge(a: &ModelArgs, i: usize, mut visit: impl 
 }
 
 /// s_mid = s_i + Σ_j s_j∘φs, v_mid = v_i + Σ_j (v_j∘φv1 + u⊗φv2).
+#[inline(always)]
 pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
     let Some((i, g)) = warp_task(a) else { return };
     let lane = gpu::lane_id();
@@ -141,6 +142,7 @@ pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
 /// Adjoint of `message_forward` for receiver i: ∂E/∂(s_i, v_i) of the block input
 /// into (gs, gv) (residual + what i sent, through the reverse edges, which share φ),
 /// and [∂E/∂d, ∂E/∂u] of each edge of the row added to `edge_adjoint`.
+#[inline(always)]
 pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
     let Some((i, g)) = warp_task(a) else { return };
     let lane = gpu::lane_id();
@@ -197,6 +199,7 @@ pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
 }
 
 /// s = embedding[Z], v = 0; one thread per (atom, channel).
+#[inline(always)]
 pub unsafe fn embed(a: &ModelArgs) {
     let h = a.hidden as usize;
     let t = gpu::global_id();
@@ -226,6 +229,12 @@ pub(crate) unsafe fn tile_dense<const TA: usize>(
     tile_dense_range::<TA>(input, input_stride, 0, k_len, w, w_stride, col, bias)
 }
 
+/// Weights loaded before the multiply-adds that use them in tiles of at most 2 atoms:
+/// each thread's chain over k waits on L2 once per this many k. Larger tiles keep 8
+/// (at 16, ptxas put their accumulators in local memory: 96 → 640 bytes of stack
+/// in `update_t8`).
+const LOADS_IN_FLIGHT: usize = 16;
+
 /// Four floats read as one 16-byte load.
 #[repr(C, align(16))]
 #[derive(Clone, Copy)]
@@ -251,6 +260,19 @@ unsafe fn tile_dense_range<const TA: usize>(
 ) -> [f32; TA] {
     let mut acc = [bias; TA];
     let mut k = lo;
+    while TA <= 2 && k + LOADS_IN_FLIGHT <= hi {
+        let wk: [f32; LOADS_IN_FLIGHT] = core::array::from_fn(|u| *w.add((k + u) * w_stride + col));
+        for t in 0..TA {
+            let row = input.add(t * input_stride + k);
+            for q in 0..LOADS_IN_FLIGHT / 4 {
+                let x = *(row.add(4 * q) as *const Quad);
+                for u in 0..4 {
+                    acc[t] = fma(x.0[u], wk[4 * q + u], acc[t]);
+                }
+            }
+        }
+        k += LOADS_IN_FLIGHT;
+    }
     while k + 8 <= hi {
         let wk: [f32; 8] = core::array::from_fn(|u| *w.add((k + u) * w_stride + col));
         for t in 0..TA {
@@ -361,6 +383,7 @@ fn norm3(a: f32, b: f32, z: f32) -> f32 {
 /// threads): [a|g1|g2] = L4(SiLU(L3([s_mid ‖ ‖v_mid‖]))), s = s_mid + a,
 /// v = v_mid∘g1 + (M v_mid)∘g2. Shared memory: (3 + S)·H·TA floats. The S threads
 /// of a channel write the same values.
+#[inline(always)]
 pub unsafe fn update_forward<const TA: usize>(a: &ModelArgs) {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
@@ -405,6 +428,7 @@ pub unsafe fn update_forward<const TA: usize>(a: &ModelArgs) {
 
 /// Adjoint of `update_forward`: from (gs, gv) of the block output to (gs_mid, gv_mid).
 /// Shared memory: (4 + S)·H·TA floats.
+#[inline(always)]
 pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
@@ -489,6 +513,7 @@ pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
 
 /// Energy head over a tile of TA atoms (H threads), and ∂E/∂s into `gs` when asked.
 /// Shared memory: (H + 4·H/2 + 3·H/4)·TA floats.
+#[inline(always)]
 pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
     let h = a.hidden as usize;
     let (h2, h4) = (h / 2, h / 4);
@@ -573,6 +598,7 @@ unsafe fn warp_row(a: &ModelArgs) -> Option<(usize, core::ops::Range<usize>)> {
 
 /// ∂E/∂r of every edge of receiver i from its accumulated [∂E/∂d, ∂E/∂u], and the
 /// atom's share of the virial Σ r ⊗ ∂E/∂r (lane partial sums, then a warp sum).
+#[inline(always)]
 pub unsafe fn edge_gradients(a: &ModelArgs) {
     let Some((i, row)) = warp_row(a) else { return };
     let cell = (*a.records.add(*a.structure_of.add(i) as usize)).cell;
@@ -605,6 +631,7 @@ pub unsafe fn edge_gradients(a: &ModelArgs) {
 }
 
 /// F_i = Σ_{e in row i} (∂E/∂r_e − ∂E/∂r_rev(e)), since r_e = R_j − R_i.
+#[inline(always)]
 pub unsafe fn forces(a: &ModelArgs) {
     let Some((i, row)) = warp_row(a) else { return };
     let mut f = [0.0f32; 3];
@@ -624,6 +651,7 @@ pub unsafe fn forces(a: &ModelArgs) {
 
 /// One block per structure: energy and virial summed in f64, in a fixed order.
 /// Shared memory: `STRUCTURE_OUT_WORDS` f64 per thread.
+#[inline(always)]
 pub unsafe fn structure_sums(a: &ModelArgs) {
     let s = gpu::block_idx();
     if s >= a.num_structures as usize {

@@ -154,11 +154,11 @@ macro_rules! instantiate_split {
     )*};
 }
 
-instantiate_split!(gpu_painn::context, mlff_painn_context_t4 = 4, false, mlff_painn_context_t8 = 8, false, mlff_painn_context_t4_split = 4, true, mlff_painn_context_t8_split = 8, true);
-instantiate_split!(gpu_painn::context_backward, mlff_painn_context_back_t4 = 4, false, mlff_painn_context_back_t8 = 8, false, mlff_painn_context_back_t4_split = 4, true, mlff_painn_context_back_t8_split = 8, true);
-instantiate_split!(gpu_painn::mixing_forward, mlff_painn_mixing_t4 = 4, false, mlff_painn_mixing_t8 = 8, false, mlff_painn_mixing_t4_split = 4, true, mlff_painn_mixing_t8_split = 8, true);
-instantiate_split!(gpu_painn::mixing_backward, mlff_painn_mixing_back_t4 = 4, false, mlff_painn_mixing_back_t8 = 8, false, mlff_painn_mixing_back_t4_split = 4, true, mlff_painn_mixing_back_t8_split = 8, true);
-instantiate!(gpu_painn::readout, mlff_painn_readout_t4 = 4, mlff_painn_readout_t8 = 8);
+instantiate_split!(gpu_painn::context, mlff_painn_context_t2 = 2, false, mlff_painn_context_t2_split = 2, true, mlff_painn_context_t4 = 4, false, mlff_painn_context_t8 = 8, false, mlff_painn_context_t4_split = 4, true, mlff_painn_context_t8_split = 8, true);
+instantiate_split!(gpu_painn::context_backward, mlff_painn_context_back_t2 = 2, false, mlff_painn_context_back_t2_split = 2, true, mlff_painn_context_back_t4 = 4, false, mlff_painn_context_back_t8 = 8, false, mlff_painn_context_back_t4_split = 4, true, mlff_painn_context_back_t8_split = 8, true);
+instantiate_split!(gpu_painn::mixing_forward, mlff_painn_mixing_t2 = 2, false, mlff_painn_mixing_t2_split = 2, true, mlff_painn_mixing_t4 = 4, false, mlff_painn_mixing_t8 = 8, false, mlff_painn_mixing_t4_split = 4, true, mlff_painn_mixing_t8_split = 8, true);
+instantiate_split!(gpu_painn::mixing_backward, mlff_painn_mixing_back_t2 = 2, false, mlff_painn_mixing_back_t2_split = 2, true, mlff_painn_mixing_back_t4 = 4, false, mlff_painn_mixing_back_t8 = 8, false, mlff_painn_mixing_back_t4_split = 4, true, mlff_painn_mixing_back_t8_split = 8, true);
+instantiate!(gpu_painn::readout, mlff_painn_readout_t2 = 2, mlff_painn_readout_t4 = 4, mlff_painn_readout_t8 = 8);
 
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn mlff_student_embed(a: ModelArgs) {

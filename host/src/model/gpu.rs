@@ -517,11 +517,14 @@ impl Workspace {
         let gpu = w.gpu.clone();
         let (n, h, blocks) = (self.num_atoms, w.hidden, w.num_blocks());
         let base = ModelArgs { want_gradient: want_forces as u32, ..self.args(w) };
-        // 8 atoms per tile (4 at F = 256, for shared memory). 4 at F = 128 measured
-        // 7 % faster at 24 atoms but 8 % slower at 1,000 (PERF.md, session 4);
-        // `MLFF_PAINN_TILE_ATOMS=4` picks it.
+        // 8 atoms per tile (4 at F = 256, for shared memory), 2 below 528 atoms as
+        // the student (PERF.md, session 5). 4 at F = 128 measured 7 % faster at 24
+        // atoms but 8 % slower at 1,000 (session 4). `MLFF_PAINN_TILE_ATOMS=2|4|8`
+        // picks one.
         let ta = match std::env::var("MLFF_PAINN_TILE_ATOMS").ok().and_then(|v| v.parse::<usize>().ok()) {
-            Some(4) => 4,
+            Some(t @ (2 | 4)) => t,
+            Some(8) if h <= 128 => 8,
+            _ if n.div_ceil(8) < 66 => 2,
             _ => if h <= 128 { 8 } else { 4 },
         };
         // Context and mixing split k over S slices (split-K, as the student's update);
@@ -675,6 +678,8 @@ fn tile_kernels(ta: usize) -> (&'static str, &'static str, &'static str) {
 /// its adjoint, mixing, its adjoint, readout).
 fn painn_tile_kernels(ta: usize, split: bool) -> [&'static str; 5] {
     match (ta, split) {
+        (2, false) => ["mlff_painn_context_t2", "mlff_painn_context_back_t2", "mlff_painn_mixing_t2", "mlff_painn_mixing_back_t2", "mlff_painn_readout_t2"],
+        (2, true) => ["mlff_painn_context_t2_split", "mlff_painn_context_back_t2_split", "mlff_painn_mixing_t2_split", "mlff_painn_mixing_back_t2_split", "mlff_painn_readout_t2"],
         (8, false) => ["mlff_painn_context_t8", "mlff_painn_context_back_t8", "mlff_painn_mixing_t8", "mlff_painn_mixing_back_t8", "mlff_painn_readout_t8"],
         (8, true) => ["mlff_painn_context_t8_split", "mlff_painn_context_back_t8_split", "mlff_painn_mixing_t8_split", "mlff_painn_mixing_back_t8_split", "mlff_painn_readout_t8"],
         (_, false) => ["mlff_painn_context_t4", "mlff_painn_context_back_t4", "mlff_painn_mixing_t4", "mlff_painn_mixing_back_t4", "mlff_painn_readout_t4"],
