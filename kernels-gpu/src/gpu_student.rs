@@ -616,7 +616,7 @@ pub unsafe fn edge_gradients(a: &ModelArgs) {
             }
         }
         let grad = if d <= a.cutoff { edge_gradient(r, d, adj[0], [adj[1], adj[2], adj[3]], a.unit_epsilon) } else { [0.0; 3] };
-        *a.edge_grad.add(e) = grad;
+        *a.edge_grad.add(e) = [grad[0], grad[1], grad[2], 0.0];
         for x in 0..3 {
             for y in 0..3 {
                 virial[3 * x + y] = fma(r[x], grad[y], virial[3 * x + y]);

@@ -125,8 +125,10 @@ pub struct ModelArgs {
     pub channel_mix: *const f32,
     /// Per channel group and edge: accumulated [∂E/∂d, ∂E/∂u] over the blocks.
     pub edge_adjoint: *mut [f32; 4],
-    /// ∂E/∂r per edge.
-    pub edge_grad: *mut [f32; 3],
+    /// ∂E/∂r per edge ([x, y, z, unused]): group 0 of `edge_adjoint`, which
+    /// `edge_gradients` overwrites edge by edge after reading every group's
+    /// accumulator (saves 12 bytes per edge of device memory).
+    pub edge_grad: *mut [f32; 4],
     pub atom_energy: *mut f32,
     pub atom_virial: *mut [f32; 9],
     pub forces: *mut [f32; 3],

@@ -151,10 +151,14 @@ pub fn bytes_per_atom(hidden: usize, blocks: usize, painn: bool) -> usize {
     4 * ((12 + 4 * blocks + if painn { 6 } else { 0 }) * hidden + 3 + 9 + 3 + 1) + 64
 }
 pub fn bytes_per_edge(groups: usize) -> usize {
-    4 + 12 + 4 + 16 * groups + 12
+    4 + 12 + 4 + 16 * groups
 }
 
-/// Channel groups per atom for the edge kernels: enough warps to fill the GPU.
+/// Channel groups per atom for the edge kernels: at most 2 channels a lane, then
+/// enough warps to fill the GPU. Measured on the H100 (PERF.md, session 5): at 4
+/// channels a lane the edge adjoint ran 3.3× its forward (10,000 atoms 8.1 ms,
+/// against 5.7 ms at 2; PaiNN 13.7 against 10.0 ms). Each group adds 16 bytes per edge
+/// of adjoint accumulator: at 2 groups 1,000,000 atoms still fit 16 KB per atom.
 fn channel_groups(hidden: usize, atoms: usize) -> usize {
     if let Some(g) = std::env::var("MLFF_CHANNEL_GROUPS").ok().and_then(|v| v.parse::<usize>().ok()) {
         if g.is_power_of_two() && hidden % (32 * g) == 0 && hidden / (32 * g) <= 8 {
@@ -162,10 +166,10 @@ fn channel_groups(hidden: usize, atoms: usize) -> usize {
         }
     }
     let mut g = 1;
-    while atoms * g < 8192 && hidden / (32 * g * 2) >= 1 {
+    while hidden / (32 * g) > 2 {
         g *= 2;
     }
-    while hidden / (32 * g) > 8 {
+    while atoms * g < 8192 && hidden / (32 * g * 2) >= 1 {
         g *= 2;
     }
     g
@@ -236,7 +240,6 @@ pub struct Workspace {
     x: CudaSlice<f32>,
     gx: CudaSlice<f32>,
     edge_adjoint: CudaSlice<f32>,
-    edge_grad: CudaSlice<f32>,
     atom_energy: CudaSlice<f32>,
     atom_virial: CudaSlice<f32>,
     pub(crate) forces: CudaSlice<f32>,
@@ -289,7 +292,6 @@ impl Workspace {
             x: zeros(context)?,
             gx: zeros(context)?,
             edge_adjoint: zeros(4 * groups * cap)?,
-            edge_grad: zeros(3 * cap)?,
             atom_energy: zeros(n)?,
             atom_virial: zeros(9 * n)?,
             forces: zeros(3 * n)?,
@@ -363,7 +365,7 @@ impl Workspace {
             channel_mix_t: std::ptr::null(),
             channel_mix: std::ptr::null(),
             edge_adjoint: g.address(&self.edge_adjoint) as *mut [f32; 4],
-            edge_grad: g.address(&self.edge_grad) as *mut [f32; 3],
+            edge_grad: g.address(&self.edge_adjoint) as *mut [f32; 4],
             atom_energy: g.address(&self.atom_energy),
             atom_virial: g.address(&self.atom_virial) as *mut [f32; 9],
             forces: g.address(&self.forces) as *mut [f32; 3],
@@ -636,7 +638,6 @@ impl Workspace {
         self.cells.reserve_edges(capacity)?;
         let cap = self.cells.edge_capacity();
         self.edge_adjoint = w.gpu.zeros::<f32>(4 * self.groups * cap)?;
-        self.edge_grad = w.gpu.zeros::<f32>(3 * cap)?;
         self.graph = None;
         self.calls_of_shape = 0;
         Ok(())
