@@ -136,7 +136,9 @@ fn gpu_lists_equal_cpu_lists_exactly() {
         ("256 molecules of 24 atoms", (0..256).map(|_| random_molecule(&mut rng, 24)).collect()),
         ("3000-atom molecule", vec![random_molecule(&mut rng, 3000)]),
         ("fcc 8x8x8", vec![fcc(&mut rng, 8, 3.61)]),
-        // Dense enough that the first edge-capacity guess overflows and the buffers grow.
+        // Dense enough that the first edge-capacity guess overflows and the buffers grow;
+        // its rows (~290 edges) take the fill kernel's one-lane sort, the other cases'
+        // rows (≤ 128 edges) its warp rank sort.
         ("dense box", vec![random_in_cell(&mut rng, 400, [[9.0, 0.0, 0.0], [0.0, 9.0, 0.0], [0.0, 0.0, 9.0]], [true; 3])]),
     ];
     for (name, structures) in cases {

@@ -187,7 +187,7 @@ fn tile_atoms(hidden: usize, atoms: usize) -> usize {
     match std::env::var("MLFF_TILE_ATOMS").ok().and_then(|v| v.parse::<usize>().ok()) {
         Some(16) if hidden <= 128 => 16,
         Some(t @ (2 | 4 | 8)) => t,
-        _ if atoms.div_ceil(8) < 66 => 2,
+        _ if atoms < 528 => 2,
         _ => 8,
     }
 }
@@ -526,7 +526,7 @@ impl Workspace {
         let ta = match std::env::var("MLFF_PAINN_TILE_ATOMS").ok().and_then(|v| v.parse::<usize>().ok()) {
             Some(t @ (2 | 4)) => t,
             Some(8) if h <= 128 => 8,
-            _ if n.div_ceil(8) < 66 => 2,
+            _ if n < 528 => 2,
             _ => if h <= 128 { 8 } else { 4 },
         };
         // Context and mixing split k over S slices (split-K, as the student's update);
@@ -691,6 +691,30 @@ fn painn_tile_kernels(ta: usize, split: bool) -> [&'static str; 5] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edge_kernels_take_at_most_two_channels_a_lane() {
+        if std::env::var_os("MLFF_CHANNEL_GROUPS").is_some() {
+            return;
+        }
+        // (hidden, atoms) → groups: ≤ 2 channels a lane, more groups for small inputs.
+        for (h, atoms, groups) in [(128, 24, 4), (128, 1_000, 4), (128, 10_000, 2), (128, 1_000_000, 2), (256, 1_000_000, 4), (64, 1_000_000, 1), (32, 24, 1)] {
+            let g = channel_groups(h, atoms);
+            assert_eq!(g, groups, "H={h}, {atoms} atoms");
+            assert!(h / (32 * g) <= 2 && h % (32 * g) == 0);
+        }
+    }
+
+    #[test]
+    fn small_inputs_take_two_atom_tiles() {
+        if std::env::var_os("MLFF_TILE_ATOMS").is_some() {
+            return;
+        }
+        assert_eq!(tile_atoms(128, 24), 2);
+        assert_eq!(tile_atoms(128, 527), 2);
+        assert_eq!(tile_atoms(128, 528), 8);
+        assert_eq!(tile_atoms(128, 10_000), 8);
+    }
 
     #[test]
     fn k_slices_split_small_inputs_within_the_thread_limits() {
