@@ -93,7 +93,7 @@ fn warp_atom(a: &CellArgs) -> Option<usize> {
 
 /// Edges per receiver into `row_ptr[i]` (`row_ptr[N]` = 0, ready for the scan), one
 /// warp per receiver, its lanes over the candidates; records the first sender closer
-/// than `MIN_DISTANCE` in the walk's order, as the CPU does.
+/// than `MIN_DISTANCE` (the first of the walk, so the same pair on every run).
 pub unsafe fn count_kernel(a: &CellArgs) {
     let n = a.num_atoms as usize;
     if gpu::global_id() == 0 {

@@ -214,8 +214,9 @@ pub unsafe fn embed(a: &ModelArgs) {
 }
 
 /// acc[t] = bias + Σ_k input[t][k] · w[k·stride + col], over a shared-memory tile,
-/// k ascending. Weights are loaded eight at a time so that eight loads are in flight
-/// (one at a time, the loop waits on L2 latency, not on arithmetic).
+/// k ascending. Weights are loaded eight at a time (sixteen in tiles of at most 2
+/// atoms) so that that many loads are in flight: one at a time, the loop waits on L2
+/// latency, not on arithmetic.
 #[inline(always)]
 pub(crate) unsafe fn tile_dense<const TA: usize>(
     input: *const f32,
