@@ -286,8 +286,8 @@ pub fn grid_1d(n: usize, block: u32) -> Result<LaunchConfig> {
     Ok(LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 })
 }
 
-/// One warp per atom (the row kernels: neighbour rows, edge gradients, forces, and the
-/// edge passes at one channel group), in blocks of 128 threads.
+/// One warp per atom (the row kernels: neighbour rows, edge gradients, forces), in
+/// blocks of 128 threads.
 pub fn warp_per_atom(atoms: usize) -> Result<LaunchConfig> {
     grid_1d(32 * atoms, 128)
 }

@@ -175,6 +175,10 @@ fn channel_groups(hidden: usize, atoms: usize) -> usize {
     g
 }
 
+/// Below this many atoms the atom-tile kernels (student and PaiNN) take tiles of 2
+/// atoms: tiles of 8 would leave most of the 132 SMs idle.
+const SMALL_TILES_BELOW_ATOMS: usize = 528;
+
 /// Atoms per block of the student's atom-tile kernels.
 ///
 /// 8 (measured against 16 on the H100, PERF.md, session 4: each thread walks one
@@ -187,8 +191,22 @@ fn tile_atoms(hidden: usize, atoms: usize) -> usize {
     match std::env::var("MLFF_TILE_ATOMS").ok().and_then(|v| v.parse::<usize>().ok()) {
         Some(16) if hidden <= 128 => 16,
         Some(t @ (2 | 4 | 8)) => t,
-        _ if atoms < 528 => 2,
+        _ if atoms < SMALL_TILES_BELOW_ATOMS => 2,
         _ => 8,
+    }
+}
+
+/// Atoms per block of PaiNN's atom-tile kernels: 8 (4 at F = 256, for shared memory),
+/// 2 for small inputs as the student (PERF.md, session 5: 24 atoms 1.03 → 0.63 ms).
+/// 4 at F = 128 measured 7 % faster at 24 atoms but 8 % slower at 1,000 (session 4).
+/// `MLFF_PAINN_TILE_ATOMS=2|4|8` picks one.
+fn painn_tile_atoms(hidden: usize, atoms: usize) -> usize {
+    match std::env::var("MLFF_PAINN_TILE_ATOMS").ok().and_then(|v| v.parse::<usize>().ok()) {
+        Some(t @ (2 | 4)) => t,
+        Some(8) if hidden <= 128 => 8,
+        _ if atoms < SMALL_TILES_BELOW_ATOMS => 2,
+        _ if hidden <= 128 => 8,
+        _ => 4,
     }
 }
 
@@ -519,16 +537,7 @@ impl Workspace {
         let gpu = w.gpu.clone();
         let (n, h, blocks) = (self.num_atoms, w.hidden, w.num_blocks());
         let base = ModelArgs { want_gradient: want_forces as u32, ..self.args(w) };
-        // 8 atoms per tile (4 at F = 256, for shared memory), 2 below 528 atoms as
-        // the student (PERF.md, session 5). 4 at F = 128 measured 7 % faster at 24
-        // atoms but 8 % slower at 1,000 (session 4). `MLFF_PAINN_TILE_ATOMS=2|4|8`
-        // picks one.
-        let ta = match std::env::var("MLFF_PAINN_TILE_ATOMS").ok().and_then(|v| v.parse::<usize>().ok()) {
-            Some(t @ (2 | 4)) => t,
-            Some(8) if h <= 128 => 8,
-            _ if n < 528 => 2,
-            _ => if h <= 128 { 8 } else { 4 },
-        };
+        let ta = painn_tile_atoms(h, n);
         // Context and mixing split k over S slices (split-K, as the student's update);
         // the readout does not (its layers run on parts of the block only).
         let slices = painn_slices(h, n.div_ceil(ta));
@@ -714,6 +723,11 @@ mod tests {
         assert_eq!(tile_atoms(128, 527), 2);
         assert_eq!(tile_atoms(128, 528), 8);
         assert_eq!(tile_atoms(128, 10_000), 8);
+        if std::env::var_os("MLFF_PAINN_TILE_ATOMS").is_none() {
+            assert_eq!(painn_tile_atoms(128, 24), 2);
+            assert_eq!(painn_tile_atoms(128, 10_000), 8);
+            assert_eq!(painn_tile_atoms(256, 10_000), 4);
+        }
     }
 
     #[test]
