@@ -131,3 +131,32 @@ fn device_selection_respects_the_override() {
         assert!(err.contains("no CUDA device"), "{err}");
     }
 }
+
+/// The tensor-core product (3xTF32) against f64: within a few f32 roundings of each
+/// entry's Σ|a·b|, where one-pass TF32 (10-bit mantissa) would be ~1e-3 off.
+#[test]
+fn tensor_core_products_match_f64_to_f32_accuracy() {
+    let Some(gpu) = gpu_or_skip("tensor_core_products_match_f64_to_f32_accuracy") else { return };
+    let mut rng = Rng::new(11);
+    for (k, n) in [(8, 8), (16, 8), (64, 24), (256, 128), (384, 128), (96, 264)] {
+        let a = rng.f32_vec(16 * k);
+        // Magnitudes over several decades, so the small TF32 halves matter.
+        let b: Vec<f32> = rng.f32_vec(k * n).iter().enumerate().map(|(i, x)| x * [1.0, 37.0, 1e-3][i % 3]).collect();
+        let got = selftest::mma(&gpu, &a, &b, k, n).unwrap();
+        let mut worst = 0.0f64;
+        for row in 0..16 {
+            for col in 0..n {
+                let (mut exact, mut scale) = (0.0f64, 0.0f64);
+                for q in 0..k {
+                    let term = a[row * k + q] as f64 * b[q * n + col] as f64;
+                    exact += term;
+                    scale += term.abs();
+                }
+                worst = worst.max((got[row * n + col] as f64 - exact).abs() / scale);
+            }
+        }
+        println!("k={k} n={n}: worst error {worst:.2e} of Σ|a·b|");
+        assert!(worst < 2e-6, "k={k} n={n}: worst error {worst:e} of Σ|a·b|");
+    }
+    assert!(selftest::mma(&gpu, &[0.0; 16 * 12], &[0.0; 12 * 8], 12, 8).is_err(), "k % 8 != 0 must be refused");
+}

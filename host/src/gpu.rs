@@ -16,6 +16,18 @@ pub const KERNELS_ARCH: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels_a
 /// Threads per block for the 1-D launches.
 pub const BLOCK_THREADS: u32 = 256;
 
+/// Dynamic shared memory a kernel may take without opting in (bytes).
+const DEFAULT_SHARED_BYTES: u32 = 48 * 1024;
+
+/// Lets `f` take `bytes` of dynamic shared memory: beyond 48 KB a kernel must opt in.
+pub fn allow_shared_memory(f: &CudaFunction, kernel: &str, bytes: u32) -> Result<()> {
+    if bytes <= DEFAULT_SHARED_BYTES {
+        return Ok(());
+    }
+    f.set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
+        .map_err(Error::cuda(format!("allowing {kernel} {bytes} bytes of shared memory")))
+}
+
 pub struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
@@ -133,6 +145,7 @@ impl Gpu {
     /// Launches `kernel` with its argument struct passed by value.
     pub fn launch<A: Copy>(&self, kernel: &'static str, config: LaunchConfig, args: &A) -> Result<()> {
         let f = self.function(kernel)?;
+        allow_shared_memory(&f, kernel, config.shared_mem_bytes)?;
         let by_value = ByValue(*args);
         let mut launch = self.stream.launch_builder(&f);
         launch.arg(&by_value);

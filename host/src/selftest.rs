@@ -102,3 +102,33 @@ fn one_input_kernel(
     host.truncate(out_len);
     Ok(host)
 }
+
+/// a (16 × k, row-major) · b (k × n, row-major) on the tensor cores (`kernels::mma`,
+/// 3xTF32), one warp.
+pub fn mma(gpu: &Gpu, a: &[f32], b: &[f32], k: usize, n: usize) -> Result<Vec<f32>> {
+    use mlff_kernels::mma::{fragment_len, write_fragments, TILE_ROWS};
+    if a.len() != TILE_ROWS * k {
+        return invalid_input!("mma: a holds {} floats, 16 × {k} expected", a.len());
+    }
+    let mut fragments = vec![0.0f32; fragment_len(k, n)];
+    if !write_fragments(b, k, n, &mut fragments) {
+        return invalid_input!("mma: b must be k × n with k % 8 == 0 and n % 8 == 0 (k = {k}, n = {n}, {} floats)", b.len());
+    }
+    let (k32, n32) = (len_u32(k, "mma k")?, len_u32(n, "mma n")?);
+    let (device_a, device_b) = (gpu.upload(a)?, gpu.upload(&fragments)?);
+    let mut out = gpu.zeros::<f32>((TILE_ROWS * n).max(1))?;
+    let f = gpu.function("mlff_selftest_mma")?;
+    let shared_mem_bytes = len_u32(TILE_ROWS * (k + 4) * 8, "mma shared memory")?;
+    crate::gpu::allow_shared_memory(&f, "mlff_selftest_mma", shared_mem_bytes)?;
+    let config = cudarc::driver::LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (32, 1, 1),
+        shared_mem_bytes,
+    };
+    let mut launch = gpu.stream().launch_builder(&f);
+    launch.arg(&device_a).arg(&k32).arg(&device_b).arg(&n32).arg(&mut out);
+    unsafe { launch.launch(config) }.map_err(Error::cuda("launching mlff_selftest_mma"))?;
+    let mut host = gpu.download(&out)?;
+    host.truncate(TILE_ROWS * n);
+    Ok(host)
+}

@@ -376,7 +376,7 @@ impl TileThread {
 }
 
 #[inline(always)]
-fn norm3(a: f32, b: f32, z: f32) -> f32 {
+pub(crate) fn norm3(a: f32, b: f32, z: f32) -> f32 {
     sqrt((a * a + b * b) + z * z)
 }
 

@@ -104,6 +104,13 @@ pub struct ModelArgs {
     pub update_out_t: *const f32,
     pub update_out: *const f32,
     pub update_out_b: *const f32,
+    /// The same four matrices in the tensor-core fragment layout of [`crate::mma`]
+    /// (`_t_tc`: B = `[in][out]` for the forward pass, `_tc`: B = `[out][in]` for the
+    /// input gradients), or null where the kernels run on the CUDA cores.
+    pub update_in_t_tc: *const f32,
+    pub update_in_tc: *const f32,
+    pub update_out_t_tc: *const f32,
+    pub update_out_tc: *const f32,
     /// Energy head, three layers.
     pub head_t: [*const f32; 3],
     pub head: [*const f32; 3],

@@ -16,11 +16,13 @@ pub mod geometry;
 pub mod launch_args;
 pub mod math;
 pub mod md;
+pub mod mma;
 pub mod nn;
 pub mod painn;
 pub mod radial;
 pub mod selftest;
 pub mod student;
+pub mod student_tc;
 
 #[cfg(target_arch = "nvptx64")]
 mod gpu_cells;
@@ -32,6 +34,8 @@ mod gpu_painn;
 mod gpu_scan;
 #[cfg(target_arch = "nvptx64")]
 mod gpu_student;
+#[cfg(target_arch = "nvptx64")]
+mod gpu_student_tc;
 #[cfg(target_arch = "nvptx64")]
 pub mod ptx_entry;
 

@@ -80,6 +80,29 @@ pub unsafe extern "ptx-kernel" fn mlff_selftest_shared_reverse(input: *const f32
     }
 }
 
+/// out (16 × n, row-major) = a (16 × k, row-major) · b (k × n, fragment layout of
+/// `mma`), one warp walking the 8-column tiles.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_selftest_mma(a: *const f32, k: u32, b: *const f32, n: u32, out: *mut f32) {
+    use crate::mma::{accumulator_position, warp_product, SplitPair, TILE_ROWS};
+    let (k, n) = (k as usize, n as usize);
+    let lda = k + 4;
+    let shared = gpu::dynamic_shared_f32() as *mut SplitPair;
+    let lane = gpu::lane_id();
+    for e in (lane..TILE_ROWS * k).step_by(32) {
+        *shared.add(e / k * lda + e % k) = SplitPair::new(*a.add(e));
+    }
+    gpu::sync_warp();
+    for tile in 0..n / 8 {
+        let mut acc = [[0.0f32; 4]; 1];
+        warp_product::<1, 1>(&mut acc, shared, lda, b, k, [tile]);
+        for (e, value) in acc[0].iter().enumerate() {
+            let (row, col) = accumulator_position(lane, e);
+            *out.add(row * n + 8 * tile + col) = *value;
+        }
+    }
+}
+
 // ---- Neighbour search -------------------------------------------------------------
 
 use crate::launch_args::{CellArgs, MdArgs, ModelArgs, ScanArgs};
@@ -138,6 +161,14 @@ instantiate!(gpu_student::message_forward, mlff_student_message_c1 = 1, mlff_stu
 instantiate!(gpu_student::message_backward, mlff_student_message_back_c1 = 1, mlff_student_message_back_c2 = 2, mlff_student_message_back_c4 = 4, mlff_student_message_back_c8 = 8);
 instantiate!(gpu_student::update_forward, mlff_student_update_t2 = 2, mlff_student_update_t4 = 4, mlff_student_update_t8 = 8, mlff_student_update_t16 = 16);
 instantiate!(gpu_student::update_backward, mlff_student_update_back_t2 = 2, mlff_student_update_back_t4 = 4, mlff_student_update_back_t8 = 8, mlff_student_update_back_t16 = 16);
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_student_update_tc(a: ModelArgs) {
+    crate::gpu_student_tc::update_forward_tc(&a)
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_student_update_back_tc(a: ModelArgs) {
+    crate::gpu_student_tc::update_backward_tc(&a)
+}
 instantiate!(gpu_student::readout, mlff_student_readout_t2 = 2, mlff_student_readout_t4 = 4, mlff_student_readout_t8 = 8, mlff_student_readout_t16 = 16);
 
 // ---- PaiNN ------------------------------------------------------------------------

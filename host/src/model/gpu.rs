@@ -13,17 +13,41 @@ use crate::structure::Batch;
 use cudarc::driver::{CudaGraph, CudaSlice, LaunchConfig};
 use mlff_kernels::cell_list::StructureRecord;
 use mlff_kernels::launch_args::{status, ModelArgs, STRUCTURE_OUT_WORDS};
+use mlff_kernels::mma::TILE_ROWS;
+use mlff_kernels::student_tc as tc;
 use std::sync::Arc;
 
 struct DeviceLinear {
     weight_t: CudaSlice<f32>,
     weight: CudaSlice<f32>,
     bias: CudaSlice<f32>,
+    /// `weight_t` and `weight` in the tensor-core fragment layout, where the
+    /// layer's sizes fit it (both multiples of 8).
+    tensor_core: Option<(CudaSlice<f32>, CudaSlice<f32>)>,
 }
 
 impl DeviceLinear {
     fn new(gpu: &Gpu, l: &Linear) -> Result<Self> {
-        Ok(DeviceLinear { weight_t: gpu.upload(&l.weight_t)?, weight: gpu.upload(&l.weight())?, bias: gpu.upload(&l.bias)? })
+        let (inputs, outputs) = (l.inputs(), l.bias.len());
+        let weight = l.weight();
+        let tensor_core = if inputs % 8 == 0 && outputs % 8 == 0 {
+            let mut forward = vec![0.0f32; mlff_kernels::mma::fragment_len(inputs, outputs)];
+            let mut backward = vec![0.0f32; forward.len()];
+            let fits = mlff_kernels::mma::write_fragments(&l.weight_t, inputs, outputs, &mut forward)
+                && mlff_kernels::mma::write_fragments(&weight, outputs, inputs, &mut backward);
+            if fits { Some((gpu.upload(&forward)?, gpu.upload(&backward)?)) } else { None }
+        } else {
+            None
+        };
+        Ok(DeviceLinear { weight_t: gpu.upload(&l.weight_t)?, weight: gpu.upload(&weight)?, bias: gpu.upload(&l.bias)?, tensor_core })
+    }
+
+    /// Device addresses of the fragment-layout weights (forward, backward), or nulls.
+    fn tensor_core_addresses(&self, gpu: &Gpu) -> (*const f32, *const f32) {
+        match &self.tensor_core {
+            Some((forward, backward)) => (gpu.address(forward), gpu.address(backward)),
+            None => (std::ptr::null(), std::ptr::null()),
+        }
     }
 }
 
@@ -140,6 +164,21 @@ impl GpuWeights {
         }
     }
 
+    /// Whether the student's update kernels for `atoms` atoms run on the tensor
+    /// cores (`gpu_student_tc`): every block's update weights in the fragment layout,
+    /// H ≤ 128 (what the tests cover; the adjoint then takes 75 KB of shared memory),
+    /// and at least `TENSOR_CORE_MIN_TILES` tiles of 16 atoms. `MLFF_TENSOR_CORES=0|1`
+    /// forces the choice, to compare.
+    fn tensor_core_updates(&self, atoms: usize) -> bool {
+        let DeviceBlocks::Student(blocks) = &self.blocks else { return false };
+        let possible = self.hidden <= 128 && blocks.iter().all(|b| b.update_in.tensor_core.is_some() && b.update_out.tensor_core.is_some());
+        match std::env::var("MLFF_TENSOR_CORES").as_deref() {
+            Ok("0") => false,
+            Ok("1") => possible,
+            _ => possible && atoms.div_ceil(TILE_ROWS) >= TENSOR_CORE_MIN_TILES,
+        }
+    }
+
     fn is_painn(&self) -> bool {
         matches!(self.blocks, DeviceBlocks::Painn(_))
     }
@@ -174,6 +213,13 @@ fn channel_groups(hidden: usize, atoms: usize) -> usize {
     }
     g
 }
+
+/// Fewest 16-atom tiles for which the student's update runs on the tensor cores. A
+/// tensor-core block takes ~40 µs whatever the input (latency-bound: each warp issues
+/// an instruction every ~7 cycles), against ~34 µs for the CUDA-core tiles of 8 atoms,
+/// so it wins only with several blocks on each of the 132 SMs (PERF.md, session 6:
+/// 10,000 atoms and 256 × 24 faster, 24 and 1,000 atoms slower).
+const TENSOR_CORE_MIN_TILES: usize = 2 * 132;
 
 /// Below this many atoms the atom-tile kernels (student and PaiNN) take tiles of 2
 /// atoms: tiles of 8 would leave most of the 132 SMs idle.
@@ -368,6 +414,10 @@ impl Workspace {
             update_out_t: std::ptr::null(),
             update_out: std::ptr::null(),
             update_out_b: std::ptr::null(),
+            update_in_t_tc: std::ptr::null(),
+            update_in_tc: std::ptr::null(),
+            update_out_t_tc: std::ptr::null(),
+            update_out_tc: std::ptr::null(),
             head_t: [h0.0, h1.0, h2.0],
             head: [h0.1, h1.1, h2.1],
             head_b: [h0.2, h1.2, h2.2],
@@ -407,9 +457,15 @@ impl Workspace {
         let linear = |l: &DeviceLinear| (g.address(&l.weight_t), g.address(&l.weight), g.address(&l.bias));
         // What both architectures' blocks have: mid states, filter table, update MLP.
         let common = |table: &CudaSlice<f32>, update_in: &DeviceLinear, update_out: &DeviceLinear| {
+            let (update_in_t_tc, update_in_tc) = update_in.tensor_core_addresses(g);
+            let (update_out_t_tc, update_out_tc) = update_out.tensor_core_addresses(g);
             let (update_in_t, update_in, update_in_b) = linear(update_in);
             let (update_out_t, update_out, update_out_b) = linear(update_out);
             ModelArgs {
+                update_in_t_tc,
+                update_in_tc,
+                update_out_t_tc,
+                update_out_tc,
                 s_mid: g.address(&self.s_mid[t]),
                 v_mid: g.address(&self.v_mid[t]),
                 table: g.address(table),
@@ -499,11 +555,24 @@ impl Workspace {
         let edge_warps = grid_1d(32 * n * self.groups, 128)?;
         let ch = h / (32 * self.groups);
         let (message, message_back) = message_kernels(ch);
-        let (update_kernel, update_back_kernel, readout_kernel) = tile_kernels(ta);
-        // The update kernels split k over S slices of H threads (split-K).
-        let slices = update_slices(h, ta, n.div_ceil(ta));
-        let update_tiles = LaunchConfig { block_dim: ((h * slices) as u32, 1, 1), ..tiles };
-        let update = LaunchConfig { shared_mem_bytes: ((3 + slices) * h * ta * 4) as u32, ..update_tiles };
+        let (tile_update, tile_update_back, readout_kernel) = tile_kernels(ta);
+        let (update_kernel, update_back_kernel, update, back) = if w.tensor_core_updates(n) {
+            let blocks = LaunchConfig {
+                grid_dim: (n.div_ceil(TILE_ROWS) as u32, 1, 1),
+                block_dim: (32 * tc::BLOCK_WARPS as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let forward = LaunchConfig { shared_mem_bytes: tc::forward_shared_bytes(h) as u32, ..blocks };
+            let backward = LaunchConfig { shared_mem_bytes: tc::backward_shared_bytes(h) as u32, ..blocks };
+            ("mlff_student_update_tc", "mlff_student_update_back_tc", forward, backward)
+        } else {
+            // The update kernels split k over S slices of H threads (split-K).
+            let slices = update_slices(h, ta, n.div_ceil(ta));
+            let update_tiles = LaunchConfig { block_dim: ((h * slices) as u32, 1, 1), ..tiles };
+            let forward = LaunchConfig { shared_mem_bytes: ((3 + slices) * h * ta * 4) as u32, ..update_tiles };
+            let backward = LaunchConfig { shared_mem_bytes: ((4 + slices) * h * ta * 4) as u32, ..update_tiles };
+            (tile_update, tile_update_back, forward, backward)
+        };
         gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
         for t in 0..w.num_blocks() {
             let a = self.block_args(w, &base, t);
@@ -521,7 +590,6 @@ impl Workspace {
                     gpu.launch(update_kernel, update, &self.block_args(w, &base, t - 1))?;
                 }
                 let a = ModelArgs { has_gv: (t + 1 < w.num_blocks()) as u32, ..self.block_args(w, &base, t) };
-                let back = LaunchConfig { shared_mem_bytes: ((4 + slices) * h * ta * 4) as u32, ..update_tiles };
                 gpu.launch(update_back_kernel, back, &a)?;
                 gpu.launch(message_back, edge_warps, &a)?;
             }
