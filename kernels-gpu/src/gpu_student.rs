@@ -464,6 +464,7 @@ pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
     let g2 = tile.dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
     gpu::sync_threads();
     // ∂E/∂[a | g1 | g2] into shared memory; the direct paths v → v_mid into gv_mid.
+    // (`gpu_student_tc::update_backward_tc` repeats this arithmetic: see there why.)
     let (g_out, g_hidden) = (shared, shared.add(3 * h * TA));
     let mx = &a.mixing;
     for t in 0..TA {
