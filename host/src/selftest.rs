@@ -106,7 +106,7 @@ fn one_input_kernel(
 /// a (16 × k, row-major) · b (k × n, row-major) on the tensor cores (`kernels::mma`,
 /// 3xTF32), one warp.
 pub fn mma(gpu: &Gpu, a: &[f32], b: &[f32], k: usize, n: usize) -> Result<Vec<f32>> {
-    use mlff_kernels::mma::{fragment_len, write_fragments, TILE_ROWS};
+    use mlff_kernels::mma::{fragment_len, operand_bytes, write_fragments, TILE_ROWS};
     if a.len() != TILE_ROWS * k {
         return invalid_input!("mma: a holds {} floats, 16 × {k} expected", a.len());
     }
@@ -118,7 +118,7 @@ pub fn mma(gpu: &Gpu, a: &[f32], b: &[f32], k: usize, n: usize) -> Result<Vec<f3
     let (device_a, device_b) = (gpu.upload(a)?, gpu.upload(&fragments)?);
     let mut out = gpu.zeros::<f32>((TILE_ROWS * n).max(1))?;
     let f = gpu.function("mlff_selftest_mma")?;
-    let shared_mem_bytes = len_u32(TILE_ROWS * (k + 4) * 8, "mma shared memory")?;
+    let shared_mem_bytes = len_u32(operand_bytes(k), "mma shared memory")?;
     crate::gpu::allow_shared_memory(&f, "mlff_selftest_mma", shared_mem_bytes)?;
     let config = cudarc::driver::LaunchConfig {
         grid_dim: (1, 1, 1),

@@ -10,8 +10,8 @@ use crate::device::gpu;
 use crate::gpu_student::norm3;
 use crate::launch_args::ModelArgs;
 use crate::math::{silu, silu_and_grad};
-use crate::mma::{accumulator_position, warp_product, SplitPair, TILE_ROWS};
-use crate::student_tc::{padded, BLOCK_WARPS, MAX_PAIRS_PER_WARP};
+use crate::mma::{accumulator_position, padded, warp_product, SplitPair, TILE_ROWS};
+use crate::student_tc::{BLOCK_WARPS, MAX_PAIRS_PER_WARP};
 
 /// [s_mid ‖ ‖v_mid‖] of the block's 16 atoms into `x` (rows of padded(2H)), zero
 /// past the last atom.

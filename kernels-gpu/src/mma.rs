@@ -96,6 +96,18 @@ impl SplitPair {
     }
 }
 
+/// Pairs a shared-memory row of an A operand with K columns takes: K + 4 ≡ 4
+/// (mod 16) for K a multiple of 16, which keeps the fragment loads free of bank
+/// conflicts.
+pub const fn padded(k: usize) -> usize {
+    k + 4
+}
+
+/// Shared-memory bytes of a 16-row A operand with K columns.
+pub const fn operand_bytes(k: usize) -> usize {
+    TILE_ROWS * padded(k) * core::mem::size_of::<SplitPair>()
+}
+
 /// (row, column) within the 16 × 8 tile of accumulator element `e` < 4 of `lane`.
 #[inline(always)]
 pub const fn accumulator_position(lane: usize, e: usize) -> (usize, usize) {

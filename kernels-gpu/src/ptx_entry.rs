@@ -84,9 +84,9 @@ pub unsafe extern "ptx-kernel" fn mlff_selftest_shared_reverse(input: *const f32
 /// `mma`), one warp walking the 8-column tiles.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn mlff_selftest_mma(a: *const f32, k: u32, b: *const f32, n: u32, out: *mut f32) {
-    use crate::mma::{accumulator_position, warp_product, SplitPair, TILE_ROWS};
+    use crate::mma::{accumulator_position, padded, warp_product, SplitPair, TILE_ROWS};
     let (k, n) = (k as usize, n as usize);
-    let lda = k + 4;
+    let lda = padded(k);
     let shared = gpu::dynamic_shared_f32() as *mut SplitPair;
     let lane = gpu::lane_id();
     for e in (lane..TILE_ROWS * k).step_by(32) {
