@@ -28,17 +28,19 @@ struct DeviceLinear {
 
 impl DeviceLinear {
     fn new(gpu: &Gpu, l: &Linear) -> Result<Self> {
+        Ok(DeviceLinear { weight_t: gpu.upload(&l.weight_t)?, weight: gpu.upload(&l.weight())?, bias: gpu.upload(&l.bias)?, tensor_core: None })
+    }
+
+    /// `new`, plus the fragment layouts for the tensor-core kernels where the sizes
+    /// fit them (only the student's update layers have such kernels).
+    fn with_fragments(gpu: &Gpu, l: &Linear) -> Result<Self> {
         let (inputs, outputs) = (l.inputs(), l.bias.len());
         let weight = l.weight();
-        let tensor_core = if inputs % 8 == 0 && outputs % 8 == 0 {
-            let mut forward = vec![0.0f32; mlff_kernels::mma::fragment_len(inputs, outputs)];
-            let mut backward = vec![0.0f32; forward.len()];
-            let fits = mlff_kernels::mma::write_fragments(&l.weight_t, inputs, outputs, &mut forward)
-                && mlff_kernels::mma::write_fragments(&weight, outputs, inputs, &mut backward);
-            if fits { Some((gpu.upload(&forward)?, gpu.upload(&backward)?)) } else { None }
-        } else {
-            None
-        };
+        let mut forward = vec![0.0f32; mlff_kernels::mma::fragment_len(inputs, outputs)];
+        let mut backward = vec![0.0f32; forward.len()];
+        let fits = mlff_kernels::mma::write_fragments(&l.weight_t, inputs, outputs, &mut forward)
+            && mlff_kernels::mma::write_fragments(&weight, outputs, inputs, &mut backward);
+        let tensor_core = if fits { Some((gpu.upload(&forward)?, gpu.upload(&backward)?)) } else { None };
         Ok(DeviceLinear { weight_t: gpu.upload(&l.weight_t)?, weight: gpu.upload(&weight)?, bias: gpu.upload(&l.bias)?, tensor_core })
     }
 
@@ -106,8 +108,8 @@ impl GpuWeights {
                         let b = &w.interactions[t];
                         Ok(DeviceBlock {
                             table: gpu.upload(&filter_table::build(w, t)?)?,
-                            update_in: DeviceLinear::new(&gpu, &b.update_in)?,
-                            update_out: DeviceLinear::new(&gpu, &b.update_out)?,
+                            update_in: DeviceLinear::with_fragments(&gpu, &b.update_in)?,
+                            update_out: DeviceLinear::with_fragments(&gpu, &b.update_out)?,
                             mixing: b.mixing,
                         })
                     })
