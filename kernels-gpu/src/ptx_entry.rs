@@ -159,8 +159,8 @@ macro_rules! instantiate {
 
 instantiate!(gpu_student::message_forward, mlff_student_message_c1 = 1, mlff_student_message_c2 = 2, mlff_student_message_c4 = 4, mlff_student_message_c8 = 8);
 instantiate!(gpu_student::message_backward, mlff_student_message_back_c1 = 1, mlff_student_message_back_c2 = 2, mlff_student_message_back_c4 = 4, mlff_student_message_back_c8 = 8);
-instantiate!(gpu_student::update_forward, mlff_student_update_t2 = 2, mlff_student_update_t4 = 4, mlff_student_update_t8 = 8, mlff_student_update_t16 = 16);
-instantiate!(gpu_student::update_backward, mlff_student_update_back_t2 = 2, mlff_student_update_back_t4 = 4, mlff_student_update_back_t8 = 8, mlff_student_update_back_t16 = 16);
+instantiate!(gpu_student::update_forward, mlff_student_update_t1 = 1, mlff_student_update_t2 = 2, mlff_student_update_t4 = 4, mlff_student_update_t8 = 8, mlff_student_update_t16 = 16);
+instantiate!(gpu_student::update_backward, mlff_student_update_back_t1 = 1, mlff_student_update_back_t2 = 2, mlff_student_update_back_t4 = 4, mlff_student_update_back_t8 = 8, mlff_student_update_back_t16 = 16);
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn mlff_student_update_tc(a: ModelArgs) {
     crate::gpu_student_tc::update_forward_tc(&a)
@@ -169,7 +169,7 @@ pub unsafe extern "ptx-kernel" fn mlff_student_update_tc(a: ModelArgs) {
 pub unsafe extern "ptx-kernel" fn mlff_student_update_back_tc(a: ModelArgs) {
     crate::gpu_student_tc::update_backward_tc(&a)
 }
-instantiate!(gpu_student::readout, mlff_student_readout_t2 = 2, mlff_student_readout_t4 = 4, mlff_student_readout_t8 = 8, mlff_student_readout_t16 = 16);
+instantiate!(gpu_student::readout, mlff_student_readout_t1 = 1, mlff_student_readout_t2 = 2, mlff_student_readout_t4 = 4, mlff_student_readout_t8 = 8, mlff_student_readout_t16 = 16);
 
 // ---- PaiNN ------------------------------------------------------------------------
 

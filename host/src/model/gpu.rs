@@ -223,9 +223,33 @@ fn channel_groups(hidden: usize, atoms: usize) -> usize {
 /// 10,000 atoms and 256 × 24 faster, 24 and 1,000 atoms slower).
 const TENSOR_CORE_MIN_TILES: usize = 2 * 132;
 
+/// Below this many atoms the student keeps each block's input state for the adjoint
+/// (4H floats an atom a block: 2 KB at H = 128) instead of recomputing it with one
+/// more update launch a block; above, memory per atom matters more (16 KB target).
+/// Measured (PERF.md, session 7): 24 atoms −10 %, 1,000 atoms −3 %, 256 × 24 −9 %.
+const KEEP_BLOCK_INPUTS_BELOW_ATOMS: usize = 8192;
+
+/// Whether a student workspace for `atoms` atoms keeps the block inputs
+/// (`MLFF_KEEP_BLOCK_INPUTS=0|1` forces the choice, to compare).
+fn keeps_block_inputs(w: &GpuWeights, atoms: usize) -> bool {
+    if w.is_painn() {
+        return false;
+    }
+    match std::env::var("MLFF_KEEP_BLOCK_INPUTS").as_deref() {
+        Ok("0") => false,
+        Ok("1") => true,
+        _ => atoms < KEEP_BLOCK_INPUTS_BELOW_ATOMS,
+    }
+}
+
 /// Below this many atoms the atom-tile kernels (student and PaiNN) take tiles of 2
 /// atoms: tiles of 8 would leave most of the 132 SMs idle.
 const SMALL_TILES_BELOW_ATOMS: usize = 528;
+
+/// Below this many atoms the student's atom-tile kernels take tiles of one atom (one
+/// block an atom, k split over 8 slices): at 24 atoms 274 → 256 µs against tiles of 2,
+/// at 1,000 atoms 938 → 951 µs (PERF.md, session 7).
+const SINGLE_ATOM_TILES_BELOW_ATOMS: usize = 2 * 132;
 
 /// Atoms per block of the student's atom-tile kernels.
 ///
@@ -234,11 +258,13 @@ const SMALL_TILES_BELOW_ATOMS: usize = 528;
 /// doubles the blocks), and 2 below 528 atoms, where tiles of 8 leave most of the 132
 /// SMs idle: measured in session 5, 24 atoms 525 → 399 µs against TA = 8, 1,000 atoms
 /// a tie (1.811 / 1.813 ms), 10,000 atoms 9.54 → 9.78 ms and 256 × 24 2.38 → 2.71 ms
-/// worse. `MLFF_TILE_ATOMS=2|4|8|16` picks one, to measure it.
+/// worse; 1 below `SINGLE_ATOM_TILES_BELOW_ATOMS`. `MLFF_TILE_ATOMS=1|2|4|8|16`
+/// picks one, to measure it.
 fn tile_atoms(hidden: usize, atoms: usize) -> usize {
     match std::env::var("MLFF_TILE_ATOMS").ok().and_then(|v| v.parse::<usize>().ok()) {
         Some(16) if hidden <= 128 => 16,
-        Some(t @ (2 | 4 | 8)) => t,
+        Some(t @ (1 | 2 | 4 | 8)) => t,
+        _ if atoms < SINGLE_ATOM_TILES_BELOW_ATOMS => 1,
         _ if atoms < SMALL_TILES_BELOW_ATOMS => 2,
         _ => 8,
     }
@@ -265,20 +291,30 @@ fn painn_tile_atoms(hidden: usize, atoms: usize) -> usize {
 /// (125 tiles) −6 %, but 10,000 atoms +14 % and 256 × 24 atoms (768 tiles) +26 %.
 /// `MLFF_SPLIT_K=1|2|4` overrides.
 fn k_slices(hidden: usize, max_threads: usize, tiles: usize) -> usize {
-    let most = (max_threads / hidden).clamp(1, 4);
+    k_slices_at_most(hidden, max_threads, tiles, 4)
+}
+
+/// `k_slices` with up to `max_slices` slices.
+fn k_slices_at_most(hidden: usize, max_threads: usize, tiles: usize, max_slices: usize) -> usize {
+    let most = (max_threads / hidden).clamp(1, max_slices);
     match std::env::var("MLFF_SPLIT_K").ok().and_then(|v| v.parse::<usize>().ok()) {
-        Some(s @ (1 | 2 | 4)) => s.min(most),
+        Some(s @ (1 | 2 | 4 | 8)) => s.min(most),
         _ if tiles < 2 * 132 => most,
         _ => 1,
     }
 }
 
-/// The student's update kernels: 512 threads a block at 8 atoms a tile (at H = 256,
+/// The student's update kernels: up to 1,024 threads and 8 slices at 1 atom a tile
+/// (48 registers a thread), 512 threads a block at 2 to 8 atoms a tile (at H = 256,
 /// (4 + 2)·H·8 floats is the 48 KB of shared memory a block may have without opting
 /// in); tiles of 16 atoms (`MLFF_TILE_ATOMS=16`) take 168 registers a thread and stay
 /// unsplit.
 fn update_slices(hidden: usize, tile_atoms: usize, tiles: usize) -> usize {
-    k_slices(hidden, if tile_atoms > 8 { hidden } else { 512 }, tiles)
+    match tile_atoms {
+        1 => k_slices_at_most(hidden, 1024, tiles, 8),
+        2..=8 => k_slices(hidden, 512, tiles),
+        _ => 1,
+    }
 }
 
 /// PaiNN's context and mixing kernels: at most 256 threads a block (the split mixing
@@ -298,6 +334,10 @@ pub struct Workspace {
     v: CudaSlice<f32>,
     s_mid: Vec<CudaSlice<f32>>,
     v_mid: Vec<CudaSlice<f32>>,
+    /// The student's block inputs s, v of blocks 1..T, kept from the forward for the
+    /// adjoint when the input is small (`keeps_block_inputs`); empty otherwise, and
+    /// the adjoint recomputes them (one update launch a block).
+    kept_inputs: Vec<(CudaSlice<f32>, CudaSlice<f32>)>,
     gs: CudaSlice<f32>,
     gv: CudaSlice<f32>,
     gs_mid: CudaSlice<f32>,
@@ -351,6 +391,11 @@ impl Workspace {
             v: zeros(3 * n * h)?,
             s_mid: (0..t).map(|_| zeros(n * h)).collect::<Result<_>>()?,
             v_mid: (0..t).map(|_| zeros(3 * n * h)).collect::<Result<_>>()?,
+            kept_inputs: if keeps_block_inputs(weights, n) {
+                (1..t).map(|_| Ok((zeros(n * h)?, zeros(3 * n * h)?))).collect::<Result<_>>()?
+            } else {
+                Vec::new()
+            },
             gs: zeros(n * h)?,
             gv: zeros(3 * n * h)?,
             gs_mid: zeros(n * h)?,
@@ -452,6 +497,21 @@ impl Workspace {
             want_gradient: 0,
             unit_epsilon: if w.is_painn() { 0.0 } else { mlff_kernels::geometry::UNIT_EPSILON },
         }
+    }
+
+    /// Where the student keeps state t (the input of block t, t = T the output of
+    /// the last): the kept inputs when there are, else the one state buffer.
+    fn state(&self, w: &GpuWeights, t: usize) -> (*mut f32, *mut f32) {
+        match self.kept_inputs.get(t.wrapping_sub(1)) {
+            Some((s, v)) => (w.gpu.address(s), w.gpu.address(v)),
+            None => (w.gpu.address(&self.s), w.gpu.address(&self.v)),
+        }
+    }
+
+    /// `block_args` reading or writing state `state`.
+    fn block_args_at(&self, w: &GpuWeights, base: &ModelArgs, t: usize, state: usize) -> ModelArgs {
+        let (s, v) = self.state(w, state);
+        ModelArgs { s, v, ..self.block_args(w, base, t) }
     }
 
     fn block_args(&self, w: &GpuWeights, base: &ModelArgs, t: usize) -> ModelArgs {
@@ -576,22 +636,24 @@ impl Workspace {
             (tile_update, tile_update_back, forward, backward)
         };
         gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
-        for t in 0..w.num_blocks() {
-            let a = self.block_args(w, &base, t);
-            gpu.launch(message, edge_warps, &a)?;
-            gpu.launch(update_kernel, update, &a)?;
+        let blocks = w.num_blocks();
+        for t in 0..blocks {
+            gpu.launch(message, edge_warps, &self.block_args_at(w, &base, t, t))?;
+            gpu.launch(update_kernel, update, &self.block_args_at(w, &base, t, t + 1))?;
         }
         let readout = LaunchConfig { shared_mem_bytes: ((13 * h / 4) * ta * 4) as u32, ..tiles };
-        gpu.launch(readout_kernel, readout, &base)?;
+        let (s_out, v_out) = self.state(w, blocks);
+        gpu.launch(readout_kernel, readout, &ModelArgs { s: s_out, v: v_out, ..base })?;
         if want_forces {
-            for t in (0..w.num_blocks()).rev() {
-                // The block's input state again: the embedding, or the update of the block before.
+            for t in (0..blocks).rev() {
+                // The block's input state again, unless kept: the embedding (which the
+                // last update overwrote), or the update of the block before.
                 if t == 0 {
                     gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
-                } else {
+                } else if self.kept_inputs.is_empty() {
                     gpu.launch(update_kernel, update, &self.block_args(w, &base, t - 1))?;
                 }
-                let a = ModelArgs { has_gv: (t + 1 < w.num_blocks()) as u32, ..self.block_args(w, &base, t) };
+                let a = ModelArgs { has_gv: (t + 1 < blocks) as u32, ..self.block_args_at(w, &base, t, t) };
                 gpu.launch(update_back_kernel, back, &a)?;
                 gpu.launch(message_back, edge_warps, &a)?;
             }
@@ -730,7 +792,8 @@ impl Workspace {
     pub fn bytes(&self) -> usize {
         let hidden = self.s.len() / self.num_atoms.max(1);
         let painn = self.x.len() > 1;
-        self.num_atoms * bytes_per_atom(hidden, self.s_mid.len(), painn) + self.edge_capacity() * bytes_per_edge(self.groups)
+        let kept = 4 * self.kept_inputs.len() * (self.s.len() + self.v.len());
+        self.num_atoms * bytes_per_atom(hidden, self.s_mid.len(), painn) + self.edge_capacity() * bytes_per_edge(self.groups) + kept
     }
 }
 
@@ -747,6 +810,7 @@ fn message_kernels(ch: usize) -> (&'static str, &'static str) {
 /// The atom-tile kernels for tiles of `ta` atoms (update, its adjoint, readout).
 fn tile_kernels(ta: usize) -> (&'static str, &'static str, &'static str) {
     match ta {
+        1 => ("mlff_student_update_t1", "mlff_student_update_back_t1", "mlff_student_readout_t1"),
         2 => ("mlff_student_update_t2", "mlff_student_update_back_t2", "mlff_student_readout_t2"),
         4 => ("mlff_student_update_t4", "mlff_student_update_back_t4", "mlff_student_readout_t4"),
         16 => ("mlff_student_update_t16", "mlff_student_update_back_t16", "mlff_student_readout_t16"),
@@ -785,11 +849,13 @@ mod tests {
     }
 
     #[test]
-    fn small_inputs_take_two_atom_tiles() {
+    fn small_inputs_take_small_tiles() {
         if std::env::var_os("MLFF_TILE_ATOMS").is_some() {
             return;
         }
-        assert_eq!(tile_atoms(128, 24), 2);
+        assert_eq!(tile_atoms(128, 24), 1);
+        assert_eq!(tile_atoms(128, 263), 1);
+        assert_eq!(tile_atoms(128, 264), 2);
         assert_eq!(tile_atoms(128, 527), 2);
         assert_eq!(tile_atoms(128, 528), 8);
         assert_eq!(tile_atoms(128, 10_000), 8);
@@ -808,6 +874,7 @@ mod tests {
         // (hidden, tiles) → slices, for the student at 8 and 16 atoms a tile and PaiNN.
         for (h, student8, painn) in [(32, 4, 4), (64, 4, 4), (128, 4, 2), (256, 2, 1)] {
             assert_eq!(update_slices(h, 8, 3), student8, "student H={h}");
+            assert_eq!(update_slices(h, 1, 3), (1024 / h).min(8), "one-atom tiles H={h}");
             assert_eq!(update_slices(h, 16, 3), 1, "16-atom tiles H={h}");
             assert_eq!(painn_slices(h, 3), painn, "PaiNN H={h}");
             assert_eq!(update_slices(h, 8, 264), 1);
