@@ -66,6 +66,10 @@ fn warp_and_block_reductions_are_bit_identical_to_host() {
         let mut expected = vec![0.0; n.div_ceil(32)];
         oracle::warp_reduce_host(&input, &mut expected);
         assert_eq!(got, expected, "warp reduce n={n}");
+        let got = selftest::warp_reduce4(&gpu, &input).unwrap();
+        let mut expected = vec![0.0; 4 * n.div_ceil(4).div_ceil(32)];
+        oracle::warp_reduce4_host(&input, &mut expected);
+        assert_eq!(got, expected, "four warp reductions at once, n={n}");
         for block in [32u32, 96, 256, 1024] {
             let got = selftest::block_reduce(&gpu, &input, block).unwrap();
             let mut expected = vec![0.0; n.div_ceil(block as usize)];

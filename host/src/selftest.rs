@@ -64,6 +64,23 @@ pub fn warp_reduce(gpu: &Gpu, input: &[f32]) -> Result<Vec<f32>> {
     one_input_kernel(gpu, "mlff_selftest_warp_reduce", input, input.len().div_ceil(32), 128, None)
 }
 
+/// Four sums per warp (`warp_reduce_sum4`): thread i's values are input[4i..4i + 4].
+pub fn warp_reduce4(gpu: &Gpu, input: &[f32]) -> Result<Vec<f32>> {
+    let name = "mlff_selftest_warp_reduce4";
+    let n = len_u32(input.len(), name)?;
+    let threads = input.len().div_ceil(4);
+    let out_len = 4 * threads.div_ceil(32);
+    let device_input = gpu.upload(input)?;
+    let mut out = gpu.zeros::<f32>(out_len.max(1))?;
+    let f = gpu.function(name)?;
+    let mut launch = gpu.stream().launch_builder(&f);
+    launch.arg(&device_input).arg(&n).arg(&mut out);
+    unsafe { launch.launch(grid_1d(threads, 128)?) }.map_err(Error::cuda(format!("launching {name}")))?;
+    let mut host = gpu.download(&out)?;
+    host.truncate(out_len);
+    Ok(host)
+}
+
 /// One sum per `block` consecutive inputs, through static shared memory and barriers.
 pub fn block_reduce(gpu: &Gpu, input: &[f32], block: u32) -> Result<Vec<f32>> {
     check_block(block)?;

@@ -47,6 +47,9 @@ pub fn hermite(d: f32, inv_h: f32, hidden: usize) -> Hermite {
         (6.0 * t - 6.0 * t2) * inv_h,
         (3.0 * t2 - 2.0 * t) * inv_h,
     ];
+    // SAFETY: knot is an integer in [0, TABLE_INTERVALS − 1], so it fits (and `as`
+    // would add the saturation checks of a general conversion).
+    let knot: u32 = unsafe { knot.to_int_unchecked() };
     Hermite { row: knot as usize * 6 * hidden, w, dw }
 }
 

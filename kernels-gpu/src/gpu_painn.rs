@@ -172,12 +172,10 @@ pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
                 gmu_acc[x][m] = fma(gmu_j * wm, xm_i[m], gmu_acc[x][m]);
             }
         }
-        let gd = gpu::warp_reduce_sum(gd);
-        let gdir = [gpu::warp_reduce_sum(gdir[0]), gpu::warp_reduce_sum(gdir[1]), gpu::warp_reduce_sum(gdir[2])];
-        if lane == 0 {
-            let slot = adjoint.add(edge.index);
-            let old = *slot;
-            *slot = [old[0] + gd, old[1] + gdir[0], old[2] + gdir[1], old[3] + gdir[2]];
+        // Lane 8q holds component q of [∂E/∂d, ∂E/∂dir] and adds it to the edge's slot.
+        let total = gpu::warp_reduce_sum4([gd, gdir[0], gdir[1], gdir[2]]);
+        if lane % 8 == 0 {
+            *(adjoint.add(edge.index) as *mut f32).add(lane / 8) += total;
         }
     });
     for m in 0..CH {

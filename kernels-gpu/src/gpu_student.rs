@@ -93,11 +93,12 @@ pub(crate) unsafe fn for_each_row_edge(a: &ModelArgs, i: usize, mut visit: impl 
             let k = pending.trailing_zeros();
             pending &= pending - 1;
             let edge = broadcast(&mine, k);
-            let de = edge.d + a.unit_epsilon;
+            // One division an edge, not three (u within an ulp of r / (d + ε)).
+            let inv_d = 1.0 / (edge.d + a.unit_epsilon);
             visit(&RowEdge {
                 index: chunk + k as usize,
                 j: edge.j as usize,
-                u: [edge.r[0] / de, edge.r[1] / de, edge.r[2] / de],
+                u: [edge.r[0] * inv_d, edge.r[1] * inv_d, edge.r[2] * inv_d],
                 at: hermite(edge.d, a.table_inv_h, a.hidden as usize),
             });
         }
@@ -185,12 +186,10 @@ pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
             }
             gd = fma(gphi_s, dphi_s, fma(gphi_v1, dphi_v1, fma(gphi_v2, dphi_v2, gd)));
         }
-        let gd = gpu::warp_reduce_sum(gd);
-        let gu = [gpu::warp_reduce_sum(gu[0]), gpu::warp_reduce_sum(gu[1]), gpu::warp_reduce_sum(gu[2])];
-        if lane == 0 {
-            let slot = adjoint.add(edge.index);
-            let old = *slot;
-            *slot = [old[0] + gd, old[1] + gu[0], old[2] + gu[1], old[3] + gu[2]];
+        // Lane 8q holds component q of [∂E/∂d, ∂E/∂u] and adds it to the edge's slot.
+        let total = gpu::warp_reduce_sum4([gd, gu[0], gu[1], gu[2]]);
+        if lane % 8 == 0 {
+            *(adjoint.add(edge.index) as *mut f32).add(lane / 8) += total;
         }
     });
     for m in 0..CH {

@@ -58,6 +58,18 @@ pub unsafe extern "ptx-kernel" fn mlff_selftest_warp_reduce(input: *const f32, n
     }
 }
 
+/// Four sums per warp: thread i's values are input[4i..4i + 4].
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_selftest_warp_reduce4(input: *const f32, n: u32, sums: *mut f32) {
+    let i = gpu::global_id();
+    let s = gpu::warp_reduce_sum4(core::array::from_fn(|q| load_or_zero(input, n, 4 * i + q)));
+    let lane = gpu::lane_id();
+    // Only warps that hold inputs have a place in `sums`.
+    if lane % 8 == 0 && 4 * (i - lane) < n as usize {
+        *sums.add(4 * (i / crate::device::WARP_SIZE) + lane / 8) = s;
+    }
+}
+
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn mlff_selftest_block_reduce(input: *const f32, n: u32, sums: *mut f32) {
     let i = gpu::global_id();

@@ -41,6 +41,16 @@ pub fn warp_reduce_host(input: &[f32], sums: &mut [f32]) {
     }
 }
 
+/// Oracle of `mlff_selftest_warp_reduce4`: four sums per warp of 32 × 4 inputs (value q
+/// of lane l at 4(32w + l) + q), each the scalar butterfly's.
+pub fn warp_reduce4_host(input: &[f32], sums: &mut [f32]) {
+    for (k, sum) in sums.iter_mut().enumerate() {
+        let (warp, q) = (k / 4, k % 4);
+        let lanes = core::array::from_fn(|lane| input.get(4 * (warp * WARP_SIZE + lane) + q).copied().unwrap_or(0.0));
+        *sum = host::warp_reduce_sum_lanes(&lanes);
+    }
+}
+
 /// Oracle of `mlff_selftest_block_reduce`: one sum per block of `block` inputs.
 pub fn block_reduce_host(input: &[f32], block: usize, sums: &mut [f32], scratch: &mut [f32]) {
     for (b, sum) in sums.iter_mut().enumerate() {
