@@ -152,6 +152,31 @@ fn gpu_matches_cpu_on_random_batches() {
     }
 }
 
+/// Each atom-tile path of the update step against the CPU: the shared model (H = 128)
+/// at 300 atoms takes CUDA-core tiles of 2 atoms; a synthetic H = 256 model (no
+/// tensor-core kernels) takes tiles of 1 atom at 40 atoms and of 8 at 600. (The
+/// reference frames take tiles of 1, the random batch and 10,000 atoms the tensor
+/// cores, 10,000 atoms also recomputing the block inputs instead of keeping them.)
+#[test]
+fn gpu_matches_cpu_on_every_atom_tile_size() {
+    let Some(gpu) = gpu_device("gpu_matches_cpu_on_every_atom_tile_size") else { return };
+    let cpu = Device::cpu().unwrap();
+    let mut rng = Rng::new(29);
+    let wide = {
+        use mlff::model::demo::{demo_config, synthetic_weights};
+        let mut config = demo_config();
+        config.hidden_dim = 256;
+        Model::from_weights(synthetic_weights(config, 7), Default::default())
+    };
+    for (model, atoms, name) in [(model(), 300, "H = 128, 300 atoms"), (wide.clone(), 40, "H = 256, 40 atoms"), (wide, 600, "H = 256, 600 atoms")] {
+        let structures = vec![random_structure(&mut rng, atoms, false)];
+        let on_gpu = model.evaluate(&gpu, &structures).unwrap();
+        let on_cpu = model.evaluate(&cpu, &structures).unwrap();
+        let (e, f) = assert_close(name, &on_gpu, &on_cpu, 1e-5, 1e-4);
+        println!("GPU vs CPU, {name}: relative energy {e:.2e}, worst force {f:.2e} eV/Å");
+    }
+}
+
 #[test]
 fn gpu_matches_cpu_on_10000_atoms() {
     let Some(gpu) = gpu_device("gpu_matches_cpu_on_10000_atoms") else { return };

@@ -11,7 +11,7 @@ use crate::gpu_student::norm3;
 use crate::launch_args::ModelArgs;
 use crate::math::{silu, silu_and_grad};
 use crate::mma::{accumulator_position, padded, warp_product, SplitPair, TILE_ROWS};
-use crate::student_tc::{BLOCK_WARPS, MAX_PAIRS_PER_WARP};
+use crate::student_tc::{BLOCK_WARPS, MAX_GROUPS_PER_WARP, TILES_PER_GROUP};
 
 /// [s_mid ‖ ‖v_mid‖] of the block's 16 atoms into `x` (rows of padded(2H)), zero
 /// past the last atom.
@@ -58,27 +58,30 @@ unsafe fn store<const J: usize, T>(acc: &[[f32; 4]; J], tiles: [usize; J], out: 
     }
 }
 
-/// The warp's q-th pair of 8-column tiles of an H-wide layer ([2p, 2p + 1]), and
-/// whether the layer has it.
+/// Accumulators of one group of tiles.
+type Group = [[f32; 4]; TILES_PER_GROUP];
+
+/// The warp's q-th group of 8-column tiles of an H-wide layer, and whether the layer
+/// has it.
 #[inline(always)]
-fn tile_pair(q: usize, h: usize) -> ([usize; 2], bool) {
-    let pair = gpu::warp_id() + q * BLOCK_WARPS;
-    ([2 * pair, 2 * pair + 1], 2 * pair < h / 8)
+fn tile_group(q: usize, h: usize) -> ([usize; TILES_PER_GROUP], bool) {
+    let group = gpu::warp_id() + q * BLOCK_WARPS;
+    (core::array::from_fn(|k| TILES_PER_GROUP * group + k), TILES_PER_GROUP * group < h / 8)
 }
 
-/// pre = L3([s_mid ‖ ‖v_mid‖]) of the block's atoms, per tile pair the warp owns.
+/// pre = L3([s_mid ‖ ‖v_mid‖]) of the block's atoms, per tile group the warp owns.
 /// Contains barriers (before and after the product).
 #[inline(always)]
-unsafe fn update_hidden(a: &ModelArgs, first: usize, x: *mut SplitPair) -> [[[f32; 4]; 2]; MAX_PAIRS_PER_WARP] {
+unsafe fn update_hidden(a: &ModelArgs, first: usize, x: *mut SplitPair) -> [Group; MAX_GROUPS_PER_WARP] {
     let h = a.hidden as usize;
     load_update_input(a, first, x);
     gpu::sync_threads();
-    let mut pre = [[[0.0f32; 4]; 2]; MAX_PAIRS_PER_WARP];
-    for q in 0..MAX_PAIRS_PER_WARP {
-        let (tiles, owned) = tile_pair(q, h);
+    let mut pre = [[[0.0f32; 4]; TILES_PER_GROUP]; MAX_GROUPS_PER_WARP];
+    for q in 0..MAX_GROUPS_PER_WARP {
+        let (tiles, owned) = tile_group(q, h);
         if owned {
             pre[q] = start(a.update_in_b, tiles);
-            warp_product::<2, 4>(&mut pre[q], x, padded(2 * h), a.update_in_t_tc, 2 * h, tiles);
+            warp_product::<TILES_PER_GROUP, 4>(&mut pre[q], x, padded(2 * h), a.update_in_t_tc, 2 * h, tiles);
         }
     }
     // Every warp has read x: the caller may overwrite it.
@@ -95,8 +98,8 @@ pub unsafe fn update_forward_tc(a: &ModelArgs) {
     let shared = gpu::dynamic_shared_f32() as *mut SplitPair;
     let pre = update_hidden(a, first, shared);
     let hidden = shared;
-    for q in 0..MAX_PAIRS_PER_WARP {
-        let (tiles, owned) = tile_pair(q, h);
+    for q in 0..MAX_GROUPS_PER_WARP {
+        let (tiles, owned) = tile_group(q, h);
         if owned {
             store(&pre[q], tiles, hidden, padded(h), |y, _| SplitPair::new(silu(y)));
         }
@@ -140,8 +143,8 @@ pub unsafe fn update_backward_tc(a: &ModelArgs) {
     let hidden = shared;
     let g_out = shared.add(TILE_ROWS * lda_h);
     let dsilu = g_out.add(TILE_ROWS * lda_g) as *mut f32;
-    for q in 0..MAX_PAIRS_PER_WARP {
-        let (tiles, owned) = tile_pair(q, h);
+    for q in 0..MAX_GROUPS_PER_WARP {
+        let (tiles, owned) = tile_group(q, h);
         if owned {
             store(&pre[q], tiles, hidden, lda_h, |y, _| SplitPair::new(silu(y)));
             store(&pre[q], tiles, dsilu, lda_h, |y, _| silu_and_grad(y).1);
@@ -185,12 +188,12 @@ pub unsafe fn update_backward_tc(a: &ModelArgs) {
     gpu::sync_threads();
     // ∂E/∂hidden = g_out · L4 (as stored), times SiLU', over the hidden values (read
     // before this barrier by every warp, so free).
-    for q in 0..MAX_PAIRS_PER_WARP {
-        let (pair, owned) = tile_pair(q, h);
+    for q in 0..MAX_GROUPS_PER_WARP {
+        let (group, owned) = tile_group(q, h);
         if owned {
-            let mut acc = [[0.0f32; 4]; 2];
-            warp_product::<2, 2>(&mut acc, g_out, lda_g, a.update_out_tc, 3 * h, pair);
-            store(&acc, pair, hidden, lda_h, |g, at| SplitPair::new(g * *dsilu.add(at)));
+            let mut acc: Group = [[0.0f32; 4]; TILES_PER_GROUP];
+            warp_product::<TILES_PER_GROUP, 4>(&mut acc, g_out, lda_g, a.update_out_tc, 3 * h, group);
+            store(&acc, group, hidden, lda_h, |g, at| SplitPair::new(g * *dsilu.add(at)));
         }
     }
     gpu::sync_threads();

@@ -4,11 +4,15 @@
 use crate::mma::{operand_bytes, padded, TILE_ROWS};
 
 /// Warps a block (the host launches 32 · this many threads).
-pub const BLOCK_WARPS: usize = 8;
+pub const BLOCK_WARPS: usize = 16;
 
-/// Pairs of 8-column tiles a warp holds in registers across a barrier: H/16 pairs
-/// over `BLOCK_WARPS` warps, H ≤ 256.
-pub const MAX_PAIRS_PER_WARP: usize = 2;
+/// 8-column tiles a warp takes together in the H-wide products (the first layer and
+/// the adjoint of the hidden layer): the warp's share of one pass over K.
+pub const TILES_PER_GROUP: usize = 1;
+
+/// Groups of `TILES_PER_GROUP` tiles a warp holds in registers across a barrier:
+/// H/8 tiles over `BLOCK_WARPS` warps, H ≤ 256.
+pub const MAX_GROUPS_PER_WARP: usize = 256 / 8 / (TILES_PER_GROUP * BLOCK_WARPS);
 
 /// Shared-memory bytes of the forward kernel: [s_mid ‖ ‖v_mid‖], then the hidden
 /// layer in its place.

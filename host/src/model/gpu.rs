@@ -216,12 +216,14 @@ fn channel_groups(hidden: usize, atoms: usize) -> usize {
     g
 }
 
-/// Fewest 16-atom tiles for which the student's update runs on the tensor cores. A
-/// tensor-core block takes ~40 µs whatever the input (latency-bound: each warp issues
-/// an instruction every ~7 cycles), against ~34 µs for the CUDA-core tiles of 8 atoms,
-/// so it wins only with several blocks on each of the 132 SMs (PERF.md, session 6:
-/// 10,000 atoms and 256 × 24 faster, 24 and 1,000 atoms slower).
-const TENSOR_CORE_MIN_TILES: usize = 2 * 132;
+/// Fewest 16-atom tiles for which the student's update runs on the tensor cores: from
+/// where the CUDA-core path would take tiles of 8 atoms. A tensor-core block is
+/// latency-bound (16 warps, each a chain of ~250 HMMA); a forward + adjoint pair of
+/// launches takes ~65–80 µs whatever the input, against ~40 µs for the CUDA-core tiles
+/// of 1 or 2 atoms and ~87 µs for tiles of 8. Measured (PERF.md, session 7): 1,000
+/// atoms 869 → 831 µs, 10,000 atoms 5.33 → 4.79 ms, 256 × 24 1.88 → 1.47 ms, and 24
+/// atoms 243 → 316 µs (hence CUDA cores there).
+const TENSOR_CORE_MIN_TILES: usize = SMALL_TILES_BELOW_ATOMS.div_ceil(TILE_ROWS);
 
 /// Below this many atoms the student keeps each block's input state for the adjoint
 /// (4H floats an atom a block: 2 KB at H = 128) instead of recomputing it with one
