@@ -619,7 +619,7 @@ impl Workspace {
         let edge_warps = grid_1d(32 * n * self.groups, 128)?;
         let ch = h / (32 * self.groups);
         let (message, message_back) = message_kernels(ch);
-        let (tile_update, tile_update_back, readout_kernel) = tile_kernels(ta);
+        let (tile_update, tile_update_back, _) = tile_kernels(ta);
         let (update_kernel, update_back_kernel, update, back) = if w.tensor_core_updates(n) {
             let blocks = LaunchConfig {
                 grid_dim: (n.div_ceil(TILE_ROWS) as u32, 1, 1),
@@ -643,7 +643,13 @@ impl Workspace {
             gpu.launch(message, edge_warps, &self.block_args_at(w, &base, t, t))?;
             gpu.launch(update_kernel, update, &self.block_args_at(w, &base, t, t + 1))?;
         }
-        let readout = LaunchConfig { shared_mem_bytes: ((13 * h / 4) * ta * 4) as u32, ..tiles };
+        let readout_atoms = readout_tile_atoms(ta);
+        let readout_kernel = tile_kernels(readout_atoms).2;
+        let readout = LaunchConfig {
+            grid_dim: (n.div_ceil(readout_atoms).max(1) as u32, 1, 1),
+            shared_mem_bytes: ((13 * h / 4) * readout_atoms * 4) as u32,
+            ..tiles
+        };
         let (s_out, v_out) = self.state(w, blocks);
         gpu.launch(readout_kernel, readout, &ModelArgs { s: s_out, v: v_out, ..base })?;
         if want_forces {
@@ -817,6 +823,17 @@ fn tile_kernels(ta: usize) -> (&'static str, &'static str, &'static str) {
         4 => ("mlff_student_update_t4", "mlff_student_update_back_t4", "mlff_student_readout_t4"),
         16 => ("mlff_student_update_t16", "mlff_student_update_back_t16", "mlff_student_readout_t16"),
         _ => ("mlff_student_update_t8", "mlff_student_update_back_t8", "mlff_student_readout_t8"),
+    }
+}
+
+/// Atoms per block of the student's readout: those of the update's tiles, but at
+/// most 2 (a chain of four small layers, so more blocks beat more reuse of each
+/// weight): measured against 8 (PERF.md, session 7), 1,000 atoms −2.4 %, 10,000 atoms
+/// −0.7 %, 256 × 24 −1.0 %. `MLFF_READOUT_TILE_ATOMS=1|2|4|8` picks one.
+fn readout_tile_atoms(update_tile_atoms: usize) -> usize {
+    match std::env::var("MLFF_READOUT_TILE_ATOMS").ok().and_then(|v| v.parse::<usize>().ok()) {
+        Some(t @ (1 | 2 | 4 | 8)) => t,
+        _ => update_tile_atoms.min(2),
     }
 }
 
