@@ -53,16 +53,25 @@ pub fn hermite(d: f32, inv_h: f32, hidden: usize) -> Hermite {
     Hermite { row: knot as usize * 6 * hidden, w, dw }
 }
 
+/// The four Hermite coefficients [p0, h·m0, p1, h·m1] of channel q < 3H at `at`,
+/// for `interpolate` (apart from it, so that a kernel can issue the loads early).
+///
+/// # Safety
+/// `table` must hold `table_len(hidden)` floats.
+#[inline(always)]
+pub unsafe fn knots(table: *const f32, at: &Hermite, q: usize, hidden: usize) -> [f32; 4] {
+    let p = table.add(at.row + q);
+    let h3 = 3 * hidden;
+    [*p, *p.add(h3), *p.add(2 * h3), *p.add(3 * h3)]
+}
+
 /// φ_q(d) for channel q < 3H from a block's `table`.
 ///
 /// # Safety
 /// `table` must hold `table_len(hidden)` floats.
 #[inline(always)]
 pub unsafe fn value(table: *const f32, at: &Hermite, q: usize, hidden: usize) -> f32 {
-    let p = table.add(at.row + q);
-    let h3 = 3 * hidden;
-    let k = [*p, *p.add(h3), *p.add(2 * h3), *p.add(3 * h3)];
-    interpolate(&at.w, &k)
+    interpolate(&at.w, &knots(table, at, q, hidden))
 }
 
 /// (φ_q(d), dφ_q/dd).
@@ -71,14 +80,13 @@ pub unsafe fn value(table: *const f32, at: &Hermite, q: usize, hidden: usize) ->
 /// `table` must hold `table_len(hidden)` floats.
 #[inline(always)]
 pub unsafe fn value_and_slope(table: *const f32, at: &Hermite, q: usize, hidden: usize) -> (f32, f32) {
-    let p = table.add(at.row + q);
-    let h3 = 3 * hidden;
-    let k = [*p, *p.add(h3), *p.add(2 * h3), *p.add(3 * h3)];
+    let k = knots(table, at, q, hidden);
     (interpolate(&at.w, &k), interpolate(&at.dw, &k))
 }
 
-/// Σ w·k as three fused multiply-adds on the GPU.
+/// Σ w·k as three fused multiply-adds on the GPU: with `at.w` the value, with
+/// `at.dw` the slope.
 #[inline(always)]
-fn interpolate(w: &[f32; 4], k: &[f32; 4]) -> f32 {
+pub fn interpolate(w: &[f32; 4], k: &[f32; 4]) -> f32 {
     fma(w[0], k[0], fma(w[1], k[1], fma(w[2], k[2], w[3] * k[3])))
 }

@@ -10,7 +10,7 @@
 //!   list may be built with a skin (edges with d > rc are skipped).
 
 use crate::device::gpu;
-use crate::filter_table::{hermite, value, value_and_slope};
+use crate::filter_table::{hermite, interpolate, knots};
 use crate::geometry::{edge_gradient, edge_vector, shift_vector};
 use crate::launch_args::{ModelArgs, STRUCTURE_OUT_WORDS};
 use crate::math::{fma, silu, silu_and_grad, sqrt};
@@ -92,17 +92,82 @@ pub(crate) unsafe fn for_each_row_edge(a: &ModelArgs, i: usize, mut visit: impl 
         while pending != 0 {
             let k = pending.trailing_zeros();
             pending &= pending - 1;
-            let edge = broadcast(&mine, k);
-            // One division an edge, not three (u within an ulp of r / (d + ε)).
-            let inv_d = 1.0 / (edge.d + a.unit_epsilon);
-            visit(&RowEdge {
-                index: chunk + k as usize,
-                j: edge.j as usize,
-                u: [edge.r[0] * inv_d, edge.r[1] * inv_d, edge.r[2] * inv_d],
-                at: hermite(edge.d, a.table_inv_h, a.hidden as usize),
-            });
+            visit(&row_edge(a, &mine, k, chunk));
         }
         chunk += 32;
+    }
+}
+
+/// `for_each_row_edge` as a two-stage pipeline: `load` of the next edge is issued
+/// before `consume` of the current one, so the next edge's memory loads are in
+/// flight while the current one's arithmetic runs (one edge at a time, a warp waited
+/// on L2 once an edge). Same edges, same order.
+#[inline(always)]
+pub(crate) unsafe fn for_each_row_edge_pipelined<L>(
+    a: &ModelArgs,
+    i: usize,
+    load: impl Fn(&RowEdge) -> L,
+    mut consume: impl FnMut(&RowEdge, L),
+) {
+    let lane = gpu::lane_id();
+    let cell = (*a.records.add(*a.structure_of.add(i) as usize)).cell;
+    let ri = *a.positions.add(i);
+    let (start, end) = (*a.row_ptr.add(i) as usize, *a.row_ptr.add(i + 1) as usize);
+    let mut chunk = start;
+    while chunk < end {
+        let count = (end - chunk).min(32);
+        let mine = lane_edge(a, ri, &cell, chunk + lane, lane < count);
+        let mut pending = gpu::ballot(mine.d <= a.cutoff);
+        let next = |pending: &mut u32| {
+            let k = pending.trailing_zeros();
+            *pending &= *pending - 1;
+            row_edge(a, &mine, k, chunk)
+        };
+        if pending != 0 {
+            let mut current = next(&mut pending);
+            let mut loaded = load(&current);
+            while pending != 0 {
+                let following = next(&mut pending);
+                let following_loaded = load(&following);
+                consume(&current, loaded);
+                current = following;
+                loaded = following_loaded;
+            }
+            consume(&current, loaded);
+        }
+        chunk += 32;
+    }
+}
+
+/// `for_each_row_edge_pipelined` when `pipelined`, else one edge at a time (`load`
+/// then `consume`): with more than 2 channels a lane the two stages' registers do
+/// not fit (ptxas: up to 255 registers and 2 KB of stack).
+#[inline(always)]
+pub(crate) unsafe fn for_each_row_edge_loaded<L>(
+    a: &ModelArgs,
+    i: usize,
+    pipelined: bool,
+    load: impl Fn(&RowEdge) -> L,
+    mut consume: impl FnMut(&RowEdge, L),
+) {
+    if pipelined {
+        for_each_row_edge_pipelined(a, i, &load, &mut consume);
+    } else {
+        for_each_row_edge(a, i, |edge| consume(edge, load(edge)));
+    }
+}
+
+/// Lane k's edge of `mine`, broadcast to the warp.
+#[inline(always)]
+fn row_edge(a: &ModelArgs, mine: &LaneEdge, k: u32, chunk: usize) -> RowEdge {
+    let edge = broadcast(mine, k);
+    // One division an edge, not three (u within an ulp of r / (d + ε)).
+    let inv_d = 1.0 / (edge.d + a.unit_epsilon);
+    RowEdge {
+        index: chunk + k as usize,
+        j: edge.j as usize,
+        u: [edge.r[0] * inv_d, edge.r[1] * inv_d, edge.r[2] * inv_d],
+        at: hermite(edge.d, a.table_inv_h, a.hidden as usize),
     }
 }
 
@@ -122,16 +187,22 @@ pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
             v_acc[x][m] = *a.v.add((i * 3 + x) * h + c);
         }
     }
-    for_each_row_edge(a, i, |edge| {
-        let (j, u, at) = (edge.j, edge.u, &edge.at);
-        for m in 0..CH {
+    // Per channel: the knots of [φs, φv1, φv2] and the sender's [s, v].
+    let load = |edge: &RowEdge| -> [([[f32; 4]; 3], [f32; 4]); CH] {
+        core::array::from_fn(|m| {
             let c = base + 32 * m;
-            let phi_s = value(a.table, at, c, h);
-            let phi_v1 = value(a.table, at, h + c, h);
-            let phi_v2 = value(a.table, at, 2 * h + c, h);
-            s_acc[m] = fma(*a.s.add(j * h + c), phi_s, s_acc[m]);
+            let phi = [0, h, 2 * h].map(|q| knots(a.table, &edge.at, q + c, h));
+            let j = edge.j;
+            (phi, [*a.s.add(j * h + c), *a.v.add(3 * j * h + c), *a.v.add((3 * j + 1) * h + c), *a.v.add((3 * j + 2) * h + c)])
+        })
+    };
+    for_each_row_edge_loaded(a, i, CH <= 2, load, |edge, loaded| {
+        for m in 0..CH {
+            let (knots, sender) = &loaded[m];
+            let [phi_s, phi_v1, phi_v2] = knots.map(|k| interpolate(&edge.at.w, &k));
+            s_acc[m] = fma(sender[0], phi_s, s_acc[m]);
             for x in 0..3 {
-                v_acc[x][m] = fma(*a.v.add((j * 3 + x) * h + c), phi_v1, fma(u[x], phi_v2, v_acc[x][m]));
+                v_acc[x][m] = fma(sender[1 + x], phi_v1, fma(edge.u[x], phi_v2, v_acc[x][m]));
             }
         }
     });
@@ -165,22 +236,31 @@ pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
     let mut gs_acc = gs_i;
     let mut gv_acc = gv_i;
     let adjoint = a.edge_adjoint.add(g * a.edge_capacity as usize);
-    for_each_row_edge(a, i, |edge| {
-        let (j, u, at) = (edge.j, edge.u, &edge.at);
+    // Per channel: the knots of [φs, φv1, φv2], the sender's [gs_mid, s] and
+    // [gv_mid, v] per axis.
+    let load = |edge: &RowEdge| -> [([[f32; 4]; 3], [f32; 2], [[f32; 2]; 3]); CH] {
+        core::array::from_fn(|m| {
+            let c = base + 32 * m;
+            let phi = [0, h, 2 * h].map(|q| knots(a.table, &edge.at, q + c, h));
+            let j = edge.j;
+            let v_rows = [0, 1, 2].map(|x| (j * 3 + x) * h + c);
+            (phi, [*a.gs_mid.add(j * h + c), *a.s.add(j * h + c)], v_rows.map(|row| [*a.gv_mid.add(row), *a.v.add(row)]))
+        })
+    };
+    for_each_row_edge_loaded(a, i, CH <= 2, load, |edge, loaded| {
+        let (u, at) = (edge.u, &edge.at);
         let mut gd = 0.0f32;
         let mut gu = [0.0f32; 3];
         for m in 0..CH {
-            let c = base + 32 * m;
-            let (phi_s, dphi_s) = value_and_slope(a.table, at, c, h);
-            let (phi_v1, dphi_v1) = value_and_slope(a.table, at, h + c, h);
-            let (phi_v2, dphi_v2) = value_and_slope(a.table, at, 2 * h + c, h);
-            gs_acc[m] = fma(*a.gs_mid.add(j * h + c), phi_s, gs_acc[m]);
-            let gphi_s = gs_i[m] * *a.s.add(j * h + c);
+            let (knots, [gs_j, s_j], v_j) = &loaded[m];
+            let [(phi_s, dphi_s), (phi_v1, dphi_v1), (phi_v2, dphi_v2)] = knots.map(|k| (interpolate(&at.w, &k), interpolate(&at.dw, &k)));
+            gs_acc[m] = fma(*gs_j, phi_s, gs_acc[m]);
+            let gphi_s = gs_i[m] * *s_j;
             let (mut gphi_v1, mut gphi_v2) = (0.0f32, 0.0f32);
             for x in 0..3 {
-                let row = (j * 3 + x) * h + c;
-                gv_acc[x][m] = fma(*a.gv_mid.add(row), phi_v1, gv_acc[x][m]);
-                gphi_v1 = fma(gv_i[x][m], *a.v.add(row), gphi_v1);
+                let [gv_jx, v_jx] = v_j[x];
+                gv_acc[x][m] = fma(gv_jx, phi_v1, gv_acc[x][m]);
+                gphi_v1 = fma(gv_i[x][m], v_jx, gphi_v1);
                 gphi_v2 = fma(gv_i[x][m], u[x], gphi_v2);
                 gu[x] = fma(gv_i[x][m], phi_v2, gu[x]);
             }
