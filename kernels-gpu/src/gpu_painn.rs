@@ -7,8 +7,8 @@
 //! [`ModelArgs`] hold q, μ and their adjoints.
 
 use crate::device::gpu;
-use crate::filter_table::{value, value_and_slope};
-use crate::gpu_student::{for_each_row_edge, tile_dense, warp_task, TileThread};
+use crate::filter_table::{interpolate, knots};
+use crate::gpu_student::{for_each_row_edge_loaded, tile_dense, warp_task, RowEdge, TileThread};
 use crate::launch_args::ModelArgs;
 use crate::math::{fma, silu, silu_and_grad, sqrt};
 use crate::painn::NORM_EPSILON;
@@ -98,17 +98,24 @@ pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
             mu_acc[x][m] = *a.v.add((i * 3 + x) * h + c);
         }
     }
-    for_each_row_edge(a, i, |edge| {
-        let (j, dir, at) = (edge.j, edge.u, &edge.at);
-        for m in 0..CH {
+    // Per channel: the knots of [Wq, WR, Wμ], the sender's context [xq, xR, xμ] and μ.
+    let load = |edge: &RowEdge| -> [([[f32; 4]; 3], [f32; 3], [f32; 3]); CH] {
+        core::array::from_fn(|m| {
             let c = base + 32 * m;
-            let x_j = a.x.add(j * 3 * h);
-            let wq = value(a.table, at, c, h) * *x_j.add(c);
-            let wr = value(a.table, at, h + c, h) * *x_j.add(h + c);
-            let wm = value(a.table, at, 2 * h + c, h) * *x_j.add(2 * h + c);
+            let x_j = a.x.add(edge.j * 3 * h);
+            let knots = [0, h, 2 * h].map(|q| knots(a.table, &edge.at, q + c, h));
+            (knots, [0, h, 2 * h].map(|q| *x_j.add(q + c)), [0, 1, 2].map(|x| *a.v.add((edge.j * 3 + x) * h + c)))
+        })
+    };
+    for_each_row_edge_loaded(a, i, CH <= 2, load, |edge, loaded| {
+        for m in 0..CH {
+            let (knots, x_j, mu_j) = &loaded[m];
+            let wq = interpolate(&edge.at.w, &knots[0]) * x_j[0];
+            let wr = interpolate(&edge.at.w, &knots[1]) * x_j[1];
+            let wm = interpolate(&edge.at.w, &knots[2]) * x_j[2];
             q_acc[m] += wq;
             for x in 0..3 {
-                mu_acc[x][m] = fma(wr, dir[x], fma(wm, *a.v.add((j * 3 + x) * h + c), mu_acc[x][m]));
+                mu_acc[x][m] = fma(wr, edge.u[x], fma(wm, mu_j[x], mu_acc[x][m]));
             }
         }
     });
@@ -147,26 +154,34 @@ pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
     let mut gx_acc = [[0.0f32; CH]; 3];
     let mut gmu_acc = gmu_i;
     let adjoint = a.edge_adjoint.add(g * a.edge_capacity as usize);
-    for_each_row_edge(a, i, |edge| {
-        let (j, dir, at) = (edge.j, edge.u, &edge.at);
-        let x_j = a.x.add(j * 3 * h);
+    // Per channel: the knots of [Wq, WR, Wμ], the sender's context [xq, xR, xμ] and
+    // gq_mid, and its [gμ_mid, μ] per axis.
+    let load = |edge: &RowEdge| -> [([[f32; 4]; 3], [f32; 4], [[f32; 2]; 3]); CH] {
+        core::array::from_fn(|m| {
+            let c = base + 32 * m;
+            let j = edge.j;
+            let x_j = a.x.add(j * 3 * h);
+            let knots = [0, h, 2 * h].map(|q| knots(a.table, &edge.at, q + c, h));
+            let rows = [0, 1, 2].map(|x| (j * 3 + x) * h + c);
+            (knots, [*x_j.add(c), *x_j.add(h + c), *x_j.add(2 * h + c), *a.gs_mid.add(j * h + c)], rows.map(|row| [*a.gv_mid.add(row), *a.v.add(row)]))
+        })
+    };
+    for_each_row_edge_loaded(a, i, CH <= 2, load, |edge, loaded| {
+        let (dir, at) = (edge.u, &edge.at);
         let mut gd = 0.0f32;
         let mut gdir = [0.0f32; 3];
         for m in 0..CH {
-            let c = base + 32 * m;
-            let (wq, dwq) = value_and_slope(a.table, at, c, h);
-            let (wr, dwr) = value_and_slope(a.table, at, h + c, h);
-            let (wm, dwm) = value_and_slope(a.table, at, 2 * h + c, h);
-            let (xq, xr, xm) = (*x_j.add(c), *x_j.add(h + c), *x_j.add(2 * h + c));
+            let (knots, [xq, xr, xm, gq_j], mu_j) = &loaded[m];
+            let [(wq, dwq), (wr, dwr), (wm, dwm)] = knots.map(|k| (interpolate(&at.w, &k), interpolate(&at.dw, &k)));
+            let (xq, xr, xm) = (*xq, *xr, *xm);
             // Edge j→i.
             gd = fma(gq_i[m] * xq, dwq, gd);
             // Reverse edge i→j.
-            gx_acc[0][m] = fma(*a.gs_mid.add(j * h + c), wq, gx_acc[0][m]);
+            gx_acc[0][m] = fma(*gq_j, wq, gx_acc[0][m]);
             for x in 0..3 {
-                let row = (j * 3 + x) * h + c;
-                let gmu_j = *a.gv_mid.add(row);
+                let [gmu_j, mu_jx] = mu_j[x];
                 gdir[x] = fma(gmu_i[x][m] * wr, xr, gdir[x]);
-                gd = fma(gmu_i[x][m], fma(xr * dir[x], dwr, xm * *a.v.add(row) * dwm), gd);
+                gd = fma(gmu_i[x][m], fma(xr * dir[x], dwr, xm * mu_jx * dwm), gd);
                 gx_acc[1][m] = fma(-(gmu_j * dir[x]), wr, gx_acc[1][m]);
                 gx_acc[2][m] = fma(gmu_j * mu_i[x][m], wm, gx_acc[2][m]);
                 gmu_acc[x][m] = fma(gmu_j * wm, xm_i[m], gmu_acc[x][m]);
