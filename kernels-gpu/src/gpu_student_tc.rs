@@ -2,9 +2,9 @@
 //! `BLOCK_WARPS` warps per 16 atoms, each dense layer a warp-level 3xTF32 product
 //! ([`crate::mma`]) whose epilogue (bias, SiLU, gating, mixing) runs on the
 //! accumulators in registers. Same math as `gpu_student::update_forward` /
-//! `update_backward`; the host picks these for H ≤ 128 from 264 tiles of 16 atoms on
+//! `update_backward`; the host picks these for H ≤ 128 from 33 tiles of 16 atoms on
 //! (`TENSOR_CORE_MIN_TILES` in the host: below that one block's latency loses to the
-//! CUDA-core tiles).
+//! CUDA-core tiles of 1 or 2 atoms).
 
 use crate::device::gpu;
 use crate::gpu_student::norm3;
