@@ -501,6 +501,11 @@ pub unsafe fn update_forward<const TA: usize>(a: &ModelArgs) {
     let mx = &a.mixing;
     for t in 0..TA {
         let i = first + t;
+        if i < n && !a.update_kept.is_null() {
+            keep_update(a, i, c, 0, pre[t]);
+            keep_update(a, i, c, 1, g1[t]);
+            keep_update(a, i, c, 2, g2[t]);
+        }
         if i < n {
             *a.s.add(i * h + c) = *a.s_mid.add(i * h + c) + add[t];
             let v: [f32; 3] = core::array::from_fn(|x| *a.v_mid.add((i * 3 + x) * h + c));
@@ -510,6 +515,19 @@ pub unsafe fn update_forward<const TA: usize>(a: &ModelArgs) {
             }
         }
     }
+}
+
+/// Stores part `part` of [pre, g1, g2] of atom i, channel c into `update_kept`.
+#[inline(always)]
+pub(crate) unsafe fn keep_update(a: &ModelArgs, i: usize, c: usize, part: usize, value: f32) {
+    *a.update_kept.add((3 * i + part) * a.hidden as usize + c) = value;
+}
+
+/// Part `part` of [pre, g1, g2] of atom i, channel c from `update_kept` (0 past the
+/// last atom).
+#[inline(always)]
+pub(crate) unsafe fn kept_update(a: &ModelArgs, i: usize, c: usize, part: usize) -> f32 {
+    if i < a.num_atoms as usize { *a.update_kept.add((3 * i + part) * a.hidden as usize + c) } else { 0.0 }
 }
 
 /// Adjoint of `update_forward`: from (gs, gv) of the block output to (gs_mid, gv_mid).
@@ -537,7 +555,15 @@ pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
         *input.add(t * 2 * h + h + c) = norms[t];
     }
     gpu::sync_threads();
-    let pre = tile.dense::<TA>(input, 2 * h, 2 * h, a.update_in_t, h, c, *a.update_in_b.add(c));
+    // The hidden layer and the gates: kept by the forward, or recomputed (the same
+    // products, so the same values).
+    let kept = !a.update_kept.is_null();
+    let kept_part = |part: usize| -> [f32; TA] { core::array::from_fn(|t| kept_update(a, first + t, c, part)) };
+    let pre = if kept {
+        kept_part(0)
+    } else {
+        tile.dense::<TA>(input, 2 * h, 2 * h, a.update_in_t, h, c, *a.update_in_b.add(c))
+    };
     let mut dsilu = [0.0f32; TA];
     for t in 0..TA {
         let (y, dy) = silu_and_grad(pre[t]);
@@ -545,8 +571,14 @@ pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
         *hidden.add(t * h + c) = y;
     }
     gpu::sync_threads();
-    let g1 = tile.dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c));
-    let g2 = tile.dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
+    let (g1, g2) = if kept {
+        (kept_part(1), kept_part(2))
+    } else {
+        (
+            tile.dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c)),
+            tile.dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c)),
+        )
+    };
     gpu::sync_threads();
     // ∂E/∂[a | g1 | g2] into shared memory; the direct paths v → v_mid into gv_mid.
     // (`gpu_student_tc::update_backward_tc` repeats this arithmetic: see there why.)

@@ -7,7 +7,7 @@
 //! CUDA-core tiles of 1 or 2 atoms).
 
 use crate::device::gpu;
-use crate::gpu_student::norm3;
+use crate::gpu_student::{keep_update, kept_update, norm3};
 use crate::launch_args::ModelArgs;
 use crate::math::{silu, silu_and_grad};
 use crate::mma::{accumulator_position, padded, warp_product, SplitPair, TILE_ROWS};
@@ -61,6 +61,18 @@ unsafe fn store<const J: usize, T>(acc: &[[f32; 4]; J], tiles: [usize; J], out: 
 /// Accumulators of one group of tiles.
 type Group = [[f32; 4]; TILES_PER_GROUP];
 
+/// Calls `f(j, e, row, column)` for each accumulator entry e of `tiles[j]`.
+#[inline(always)]
+fn for_each_entry<const J: usize>(tiles: [usize; J], mut f: impl FnMut(usize, usize, usize, usize)) {
+    let lane = gpu::lane_id();
+    for j in 0..J {
+        for e in 0..4 {
+            let (row, col) = accumulator_position(lane, e);
+            f(j, e, row, 8 * tiles[j] + col);
+        }
+    }
+}
+
 /// The warp's q-th group of 8-column tiles of an H-wide layer, and whether the layer
 /// has it.
 #[inline(always)]
@@ -98,14 +110,21 @@ pub unsafe fn update_forward_tc(a: &ModelArgs) {
     let shared = gpu::dynamic_shared_f32() as *mut SplitPair;
     let pre = update_hidden(a, first, shared);
     let hidden = shared;
+    let lane = gpu::lane_id();
     for q in 0..MAX_GROUPS_PER_WARP {
         let (tiles, owned) = tile_group(q, h);
         if owned {
             store(&pre[q], tiles, hidden, padded(h), |y, _| SplitPair::new(silu(y)));
+            if !a.update_kept.is_null() {
+                for_each_entry(tiles, |j, e, row, c| {
+                    if first + row < n {
+                        keep_update(a, first + row, c, 0, pre[q][j][e]);
+                    }
+                });
+            }
         }
     }
     gpu::sync_threads();
-    let lane = gpu::lane_id();
     let mx = &a.mixing;
     let tiles = h / 8;
     let mut ct = gpu::warp_id();
@@ -116,6 +135,10 @@ pub unsafe fn update_forward_tc(a: &ModelArgs) {
         for e in 0..4 {
             let (row, col) = accumulator_position(lane, e);
             let (i, c) = (first + row, 8 * ct + col);
+            if i < n && !a.update_kept.is_null() {
+                keep_update(a, i, c, 1, acc[1][e]);
+                keep_update(a, i, c, 2, acc[2][e]);
+            }
             if i < n {
                 *a.s.add(i * h + c) = *a.s_mid.add(i * h + c) + acc[0][e];
                 let v: [f32; 3] = core::array::from_fn(|x| *a.v_mid.add((i * 3 + x) * h + c));
@@ -138,7 +161,21 @@ pub unsafe fn update_backward_tc(a: &ModelArgs) {
     let lane = gpu::lane_id();
     let tiles = h / 8;
     let shared = gpu::dynamic_shared_f32() as *mut SplitPair;
-    let pre = update_hidden(a, first, shared);
+    // The hidden layer and (below) the gates: kept by the forward, or recomputed (the
+    // same products, so the same values).
+    let kept = !a.update_kept.is_null();
+    let pre = if kept {
+        let mut pre = [[[0.0f32; 4]; TILES_PER_GROUP]; MAX_GROUPS_PER_WARP];
+        for (q, group) in pre.iter_mut().enumerate() {
+            let (tiles, owned) = tile_group(q, h);
+            if owned {
+                for_each_entry(tiles, |j, e, row, c| group[j][e] = kept_update(a, first + row, c, 0));
+            }
+        }
+        pre
+    } else {
+        update_hidden(a, first, shared)
+    };
     let (lda_h, lda_g) = (padded(h), padded(3 * h));
     let hidden = shared;
     let g_out = shared.add(TILE_ROWS * lda_h);
@@ -159,8 +196,16 @@ pub unsafe fn update_backward_tc(a: &ModelArgs) {
     let mut ct = gpu::warp_id();
     while ct < tiles {
         let gate_tiles = [ct + tiles, ct + 2 * tiles];
-        let mut gate = start(a.update_out_b, gate_tiles);
-        warp_product::<2, 2>(&mut gate, hidden, lda_h, a.update_out_t_tc, h, gate_tiles);
+        let mut gate = [[0.0f32; 4]; 2];
+        if kept {
+            for_each_entry([ct], |_, e, row, c| {
+                gate[0][e] = kept_update(a, first + row, c, 1);
+                gate[1][e] = kept_update(a, first + row, c, 2);
+            });
+        } else {
+            gate = start(a.update_out_b, gate_tiles);
+            warp_product::<2, 2>(&mut gate, hidden, lda_h, a.update_out_t_tc, h, gate_tiles);
+        }
         for e in 0..4 {
             let (row, col) = accumulator_position(lane, e);
             let (i, c) = (first + row, 8 * ct + col);

@@ -88,6 +88,11 @@ pub struct ModelArgs {
     /// Post-message state of the current block.
     pub s_mid: *mut f32,
     pub v_mid: *mut f32,
+    /// The student's update activations of the current block, [pre | g1 | g2] (3H
+    /// floats an atom: the hidden layer before SiLU and the two gates), written by
+    /// the forward and read by the adjoint instead of recomputing them; null when the
+    /// workspace does not keep them.
+    pub update_kept: *mut f32,
     /// ∂E/∂(s, v) of the block input/output, and of the post-message state.
     pub gs: *mut f32,
     pub gv: *mut f32,

@@ -227,7 +227,9 @@ const TENSOR_CORE_MIN_TILES: usize = SMALL_TILES_BELOW_ATOMS.div_ceil(TILE_ROWS)
 
 /// Below this many atoms the student keeps each block's input state for the adjoint
 /// (4H floats an atom a block: 2 KB at H = 128) instead of recomputing it with one
-/// more update launch a block; above, memory per atom matters more (16 KB target).
+/// more update launch a block, and the update's activations (3H floats: 1.5 KB), so
+/// that its adjoint skips two of four products; above, memory per atom matters more
+/// (16 KB target).
 /// Measured (PERF.md, session 7): 24 atoms −10 %, 1,000 atoms −3 %, 256 × 24 −9 %.
 const KEEP_BLOCK_INPUTS_BELOW_ATOMS: usize = 8192;
 
@@ -340,6 +342,9 @@ pub struct Workspace {
     /// adjoint when the input is small (`keeps_block_inputs`); empty otherwise, and
     /// the adjoint recomputes them (one update launch a block).
     kept_inputs: Vec<(CudaSlice<f32>, CudaSlice<f32>)>,
+    /// With the kept inputs, each block's update activations [pre | g1 | g2] (3H
+    /// floats an atom), so that the adjoint skips two of its four products.
+    kept_update: Vec<CudaSlice<f32>>,
     gs: CudaSlice<f32>,
     gv: CudaSlice<f32>,
     gs_mid: CudaSlice<f32>,
@@ -398,6 +403,11 @@ impl Workspace {
             } else {
                 Vec::new()
             },
+            kept_update: if keeps_block_inputs(weights, n) {
+                (0..t).map(|_| zeros(3 * n * h)).collect::<Result<_>>()?
+            } else {
+                Vec::new()
+            },
             gs: zeros(n * h)?,
             gv: zeros(3 * n * h)?,
             gs_mid: zeros(n * h)?,
@@ -450,6 +460,7 @@ impl Workspace {
             s: g.address(&self.s),
             v: g.address(&self.v),
             s_mid: std::ptr::null_mut(),
+            update_kept: std::ptr::null_mut(),
             v_mid: std::ptr::null_mut(),
             gs: g.address(&self.gs),
             gv: g.address(&self.gv),
@@ -545,7 +556,8 @@ impl Workspace {
         match &w.blocks {
             DeviceBlocks::Student(blocks) => {
                 let b = &blocks[t];
-                ModelArgs { mixing: b.mixing, ..common(&b.table, &b.update_in, &b.update_out) }
+                let update_kept = self.kept_update.get(t).map_or(std::ptr::null_mut(), |k| g.address(k));
+                ModelArgs { mixing: b.mixing, update_kept, ..common(&b.table, &b.update_in, &b.update_out) }
             }
             DeviceBlocks::Painn(blocks) => {
                 let b = &blocks[t];
@@ -800,7 +812,7 @@ impl Workspace {
     pub fn bytes(&self) -> usize {
         let hidden = self.s.len() / self.num_atoms.max(1);
         let painn = self.x.len() > 1;
-        let kept = 4 * self.kept_inputs.len() * (self.s.len() + self.v.len());
+        let kept = 4 * self.kept_inputs.len() * (self.s.len() + self.v.len()) + 4 * self.kept_update.iter().map(|k| k.len()).sum::<usize>();
         self.num_atoms * bytes_per_atom(hidden, self.s_mid.len(), painn) + self.edge_capacity() * bytes_per_edge(self.groups) + kept
     }
 }
