@@ -65,15 +65,6 @@ pub unsafe fn knots(table: *const f32, at: &Hermite, q: usize, hidden: usize) ->
     [*p, *p.add(h3), *p.add(2 * h3), *p.add(3 * h3)]
 }
 
-/// φ_q(d) for channel q < 3H from a block's `table`.
-///
-/// # Safety
-/// `table` must hold `table_len(hidden)` floats.
-#[inline(always)]
-pub unsafe fn value(table: *const f32, at: &Hermite, q: usize, hidden: usize) -> f32 {
-    interpolate(&at.w, &knots(table, at, q, hidden))
-}
-
 /// (φ_q(d), dφ_q/dd).
 ///
 /// # Safety

@@ -225,24 +225,25 @@ fn channel_groups(hidden: usize, atoms: usize) -> usize {
 /// atoms 243 → 316 µs (hence CUDA cores there).
 const TENSOR_CORE_MIN_TILES: usize = SMALL_TILES_BELOW_ATOMS.div_ceil(TILE_ROWS);
 
-/// Below this many atoms the student keeps each block's input state for the adjoint
-/// (4H floats an atom a block: 2 KB at H = 128) instead of recomputing it with one
-/// more update launch a block, and the update's activations (3H floats: 1.5 KB), so
-/// that its adjoint skips two of four products; above, memory per atom matters more
-/// (16 KB target).
-/// Measured (PERF.md, session 7): 24 atoms −10 %, 1,000 atoms −3 %, 256 × 24 −9 %.
-const KEEP_BLOCK_INPUTS_BELOW_ATOMS: usize = 8192;
+/// Below this many atoms the student keeps activations for the adjoint: each block's
+/// input state (4H floats an atom a block: 2 KB at H = 128) instead of recomputing it
+/// with one more update launch a block, and the update's [pre | g1 | g2] (3H floats:
+/// 1.5 KB), so that its adjoint skips two of four products. Above, memory per atom
+/// matters more (16 KB target; below, at most ~22 KB an atom, 180 MB). Measured
+/// (PERF.md, session 7): the inputs 24 atoms −10 %, 1,000 atoms −3 %, 256 × 24 −9 %;
+/// the update's activations a further −10 %, −4.3 % and −7 %.
+const KEEP_ACTIVATIONS_BELOW_ATOMS: usize = 8192;
 
-/// Whether a student workspace for `atoms` atoms keeps the block inputs
+/// Whether a student workspace for `atoms` atoms keeps activations for the adjoint
 /// (`MLFF_KEEP_BLOCK_INPUTS=0|1` forces the choice, to compare).
-fn keeps_block_inputs(w: &GpuWeights, atoms: usize) -> bool {
+fn keeps_activations(w: &GpuWeights, atoms: usize) -> bool {
     if w.is_painn() {
         return false;
     }
     match std::env::var("MLFF_KEEP_BLOCK_INPUTS").as_deref() {
         Ok("0") => false,
         Ok("1") => true,
-        _ => atoms < KEEP_BLOCK_INPUTS_BELOW_ATOMS,
+        _ => atoms < KEEP_ACTIVATIONS_BELOW_ATOMS,
     }
 }
 
@@ -339,7 +340,7 @@ pub struct Workspace {
     s_mid: Vec<CudaSlice<f32>>,
     v_mid: Vec<CudaSlice<f32>>,
     /// The student's block inputs s, v of blocks 1..T, kept from the forward for the
-    /// adjoint when the input is small (`keeps_block_inputs`); empty otherwise, and
+    /// adjoint when the input is small (`keeps_activations`); empty otherwise, and
     /// the adjoint recomputes them (one update launch a block).
     kept_inputs: Vec<(CudaSlice<f32>, CudaSlice<f32>)>,
     /// With the kept inputs, each block's update activations [pre | g1 | g2] (3H
@@ -398,12 +399,12 @@ impl Workspace {
             v: zeros(3 * n * h)?,
             s_mid: (0..t).map(|_| zeros(n * h)).collect::<Result<_>>()?,
             v_mid: (0..t).map(|_| zeros(3 * n * h)).collect::<Result<_>>()?,
-            kept_inputs: if keeps_block_inputs(weights, n) {
+            kept_inputs: if keeps_activations(weights, n) {
                 (1..t).map(|_| Ok((zeros(n * h)?, zeros(3 * n * h)?))).collect::<Result<_>>()?
             } else {
                 Vec::new()
             },
-            kept_update: if keeps_block_inputs(weights, n) {
+            kept_update: if keeps_activations(weights, n) {
                 (0..t).map(|_| zeros(3 * n * h)).collect::<Result<_>>()?
             } else {
                 Vec::new()
