@@ -56,48 +56,39 @@ pub fn shuffle(gpu: &Gpu, input: &[f32], kind: Shuffle) -> Result<Vec<f32>> {
         Shuffle::Down(delta) if delta < 32 => ("mlff_selftest_shfl_down", delta),
         other => return invalid_input!("shuffle amount in {other:?} must be below 32"),
     };
-    one_input_kernel(gpu, name, input, input.len(), 128, amount)
+    one_input_kernel(gpu, name, input, input.len(), input.len(), 128, amount)
 }
 
 /// One sum per 32 consecutive inputs.
 pub fn warp_reduce(gpu: &Gpu, input: &[f32]) -> Result<Vec<f32>> {
-    one_input_kernel(gpu, "mlff_selftest_warp_reduce", input, input.len().div_ceil(32), 128, None)
+    one_input_kernel(gpu, "mlff_selftest_warp_reduce", input, input.len(), input.len().div_ceil(32), 128, None)
 }
 
 /// Four sums per warp (`warp_reduce_sum4`): thread i's values are input[4i..4i + 4].
 pub fn warp_reduce4(gpu: &Gpu, input: &[f32]) -> Result<Vec<f32>> {
-    let name = "mlff_selftest_warp_reduce4";
-    let n = len_u32(input.len(), name)?;
     let threads = input.len().div_ceil(4);
-    let out_len = 4 * threads.div_ceil(32);
-    let device_input = gpu.upload(input)?;
-    let mut out = gpu.zeros::<f32>(out_len.max(1))?;
-    let f = gpu.function(name)?;
-    let mut launch = gpu.stream().launch_builder(&f);
-    launch.arg(&device_input).arg(&n).arg(&mut out);
-    unsafe { launch.launch(grid_1d(threads, 128)?) }.map_err(Error::cuda(format!("launching {name}")))?;
-    let mut host = gpu.download(&out)?;
-    host.truncate(out_len);
-    Ok(host)
+    one_input_kernel(gpu, "mlff_selftest_warp_reduce4", input, threads, 4 * threads.div_ceil(32), 128, None)
 }
 
 /// One sum per `block` consecutive inputs, through static shared memory and barriers.
 pub fn block_reduce(gpu: &Gpu, input: &[f32], block: u32) -> Result<Vec<f32>> {
     check_block(block)?;
-    one_input_kernel(gpu, "mlff_selftest_block_reduce", input, input.len().div_ceil(block as usize), block, None)
+    one_input_kernel(gpu, "mlff_selftest_block_reduce", input, input.len(), input.len().div_ceil(block as usize), block, None)
 }
 
 /// Each block's chunk reversed through dynamic shared memory.
 pub fn shared_reverse(gpu: &Gpu, input: &[f32], block: u32) -> Result<Vec<f32>> {
     check_block(block)?;
-    one_input_kernel(gpu, "mlff_selftest_shared_reverse", input, input.len(), block, None)
+    one_input_kernel(gpu, "mlff_selftest_shared_reverse", input, input.len(), input.len(), block, None)
 }
 
-/// Kernels of the form `(input, n, out[, amount])`, launched over the input.
+/// Kernels of the form `(input, n, out[, amount])`, launched with `threads` threads
+/// (one an input, or fewer for kernels that read several).
 fn one_input_kernel(
     gpu: &Gpu,
     name: &'static str,
     input: &[f32],
+    threads: usize,
     out_len: usize,
     block: u32,
     amount: impl Into<Option<u32>>,
@@ -106,7 +97,7 @@ fn one_input_kernel(
     let device_input = gpu.upload(input)?;
     let mut out = gpu.zeros::<f32>(out_len.max(1))?;
     let f = gpu.function(name)?;
-    let mut config = grid_1d(input.len(), block)?;
+    let mut config = grid_1d(threads, block)?;
     config.shared_mem_bytes = block * 4;
     let amount = amount.into();
     let mut launch = gpu.stream().launch_builder(&f);

@@ -517,17 +517,23 @@ pub unsafe fn update_forward<const TA: usize>(a: &ModelArgs) {
     }
 }
 
+/// Where part `part` of [pre, g1, g2] of atom i, channel c lives in `update_kept`.
+#[inline(always)]
+unsafe fn kept_slot(a: &ModelArgs, i: usize, c: usize, part: usize) -> *mut f32 {
+    a.update_kept.add((3 * i + part) * a.hidden as usize + c)
+}
+
 /// Stores part `part` of [pre, g1, g2] of atom i, channel c into `update_kept`.
 #[inline(always)]
 pub(crate) unsafe fn keep_update(a: &ModelArgs, i: usize, c: usize, part: usize, value: f32) {
-    *a.update_kept.add((3 * i + part) * a.hidden as usize + c) = value;
+    *kept_slot(a, i, c, part) = value;
 }
 
 /// Part `part` of [pre, g1, g2] of atom i, channel c from `update_kept` (0 past the
 /// last atom).
 #[inline(always)]
 pub(crate) unsafe fn kept_update(a: &ModelArgs, i: usize, c: usize, part: usize) -> f32 {
-    if i < a.num_atoms as usize { *a.update_kept.add((3 * i + part) * a.hidden as usize + c) } else { 0.0 }
+    if i < a.num_atoms as usize { *kept_slot(a, i, c, part) } else { 0.0 }
 }
 
 /// Adjoint of `update_forward`: from (gs, gv) of the block output to (gs_mid, gv_mid).

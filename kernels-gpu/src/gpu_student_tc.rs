@@ -48,14 +48,10 @@ unsafe fn start<const J: usize>(bias: *const f32, tiles: [usize; J]) -> [[f32; 4
 /// (given the value and its offset).
 #[inline(always)]
 unsafe fn store<const J: usize, T>(acc: &[[f32; 4]; J], tiles: [usize; J], out: *mut T, lda: usize, f: impl Fn(f32, usize) -> T) {
-    let lane = gpu::lane_id();
-    for j in 0..J {
-        for e in 0..4 {
-            let (row, col) = accumulator_position(lane, e);
-            let at = row * lda + 8 * tiles[j] + col;
-            *out.add(at) = f(acc[j][e], at);
-        }
-    }
+    for_each_entry(tiles, |j, e, row, col| {
+        let at = row * lda + col;
+        *out.add(at) = f(acc[j][e], at);
+    });
 }
 
 /// Accumulators of one group of tiles.

@@ -390,6 +390,7 @@ impl Workspace {
         let cap = cells.edge_capacity();
         let nz = n.max(1);
         let zeros = |len: usize| gpu.zeros::<f32>(len.max(1));
+        let keep = keeps_activations(weights, n);
         Ok(Workspace {
             num_atoms: n,
             num_structures: s,
@@ -399,16 +400,8 @@ impl Workspace {
             v: zeros(3 * n * h)?,
             s_mid: (0..t).map(|_| zeros(n * h)).collect::<Result<_>>()?,
             v_mid: (0..t).map(|_| zeros(3 * n * h)).collect::<Result<_>>()?,
-            kept_inputs: if keeps_activations(weights, n) {
-                (1..t).map(|_| Ok((zeros(n * h)?, zeros(3 * n * h)?))).collect::<Result<_>>()?
-            } else {
-                Vec::new()
-            },
-            kept_update: if keeps_activations(weights, n) {
-                (0..t).map(|_| zeros(3 * n * h)).collect::<Result<_>>()?
-            } else {
-                Vec::new()
-            },
+            kept_inputs: (1..if keep { t } else { 1 }).map(|_| Ok((zeros(n * h)?, zeros(3 * n * h)?))).collect::<Result<_>>()?,
+            kept_update: (0..if keep { t } else { 0 }).map(|_| zeros(3 * n * h)).collect::<Result<_>>()?,
             gs: zeros(n * h)?,
             gv: zeros(3 * n * h)?,
             gs_mid: zeros(n * h)?,
