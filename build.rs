@@ -9,7 +9,14 @@
 //! This script belongs to the `mlff-host` package (`host/Cargo.toml` names it), so the
 //! PTX lands in the crate that loads it. Environment:
 //! - `MLFF_CUDA_ARCH` (default `sm_90`): the PTX target architecture;
-//! - `MLFF_PTX_TOOLCHAIN` (default below): the nightly that compiles the kernels.
+//! - `MLFF_PTX_TOOLCHAIN` (default below): the nightly that compiles the kernels;
+//! - `MLFF_NO_TOOLCHAIN_INSTALL=1`: never install that nightly (offline or managed
+//!   machines); a missing one is then an error that says what to install.
+//!
+//! A missing nightly (or its `rust-src`) is installed with `rustup toolchain install`,
+//! which works under `RUSTUP_AUTO_INSTALL=0` (that switch only stops implicit installs),
+//! so a fresh clone builds with one `cargo` command. A `rust-toolchain.toml` would not
+//! do: it would move the whole host build onto the nightly.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -18,6 +25,8 @@ use std::process::Command;
 const DEFAULT_TOOLCHAIN: &str = "nightly-2026-05-19";
 const DEFAULT_ARCH: &str = "sm_90";
 const KERNEL_CRATE: &str = "mlff_kernels";
+/// Set to `1` to forbid installing the pinned nightly from the build.
+const NO_INSTALL_ENV: &str = "MLFF_NO_TOOLCHAIN_INSTALL";
 
 fn main() {
     if let Err(message) = build_ptx() {
@@ -37,13 +46,20 @@ fn build_ptx() -> Result<(), String> {
     println!("cargo:rerun-if-changed={}", workspace.join("build.rs").display());
     println!("cargo:rerun-if-env-changed=MLFF_CUDA_ARCH");
     println!("cargo:rerun-if-env-changed=MLFF_PTX_TOOLCHAIN");
+    println!("cargo:rerun-if-env-changed={NO_INSTALL_ENV}");
 
     let toolchain = env::var("MLFF_PTX_TOOLCHAIN").unwrap_or_else(|_| DEFAULT_TOOLCHAIN.to_string());
     let arch = env::var("MLFF_CUDA_ARCH").unwrap_or_else(|_| DEFAULT_ARCH.to_string());
     if !arch.starts_with("sm_") || arch[3..].parse::<u32>().is_err() {
         return Err(format!("MLFF_CUDA_ARCH={arch:?} is not of the form sm_NN (e.g. sm_90)"));
     }
-    check_toolchain(&toolchain)?;
+    if let Err(missing) = check_toolchain(&toolchain) {
+        if env::var(NO_INSTALL_ENV).is_ok_and(|v| v != "0" && !v.is_empty()) {
+            return Err(format!("{missing}\n({NO_INSTALL_ENV} is set, so the build did not install it)"));
+        }
+        install_toolchain(&toolchain, &missing)?;
+        check_toolchain(&toolchain)?;
+    }
 
     // The outer build holds the lock on its target dir, so the nested cargo gets its own.
     let target_dir = workspace.join("target").join("ptx-kernels");
@@ -99,6 +115,29 @@ fn nested_command(toolchain: &str, tool: &str) -> Command {
 
 fn install_hint(toolchain: &str) -> String {
     format!("install it with:\n    rustup toolchain install {toolchain} --component rust-src --profile minimal")
+}
+
+/// Installs the pinned nightly with `rust-src`, telling the user (cargo shows build-script
+/// warnings; stderr shows with `-vv`).
+fn install_toolchain(toolchain: &str, why: &str) -> Result<(), String> {
+    let note = format!(
+        "mlff: installing the kernel toolchain {toolchain} with rust-src (once; set {NO_INSTALL_ENV}=1 to opt out): {}",
+        why.lines().next().unwrap_or_default()
+    );
+    println!("cargo:warning={note}");
+    eprintln!("{note}");
+    let output = Command::new("rustup")
+        .args(["toolchain", "install", toolchain, "--component", "rust-src", "--profile", "minimal", "--no-self-update"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .output()
+        .map_err(|e| format!("{why}\ncould not run rustup to install it: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{why}\n`rustup toolchain install {toolchain}` failed:\n{}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 fn check_toolchain(toolchain: &str) -> Result<(), String> {

@@ -159,7 +159,7 @@ fn main() {
             return;
         }
     };
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/student-orbv2-h128.safetensors");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/student-orbv2-h128.safetensors");
     let model = Model::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let only = std::env::var("MLFF_BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "neighbors" {

@@ -24,7 +24,7 @@ fn random_structure(n: usize, seed: u64) -> Structure {
 }
 
 fn bench(c: &mut Criterion) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/student-orbv2-h128.safetensors");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/student-orbv2-h128.safetensors");
     let model = match Model::load(&path) {
         Ok(m) => m,
         Err(e) => {

@@ -13,8 +13,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import export_student as ex  # noqa: E402
 
-SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
-MODEL = os.path.join(SHARED, "models", "student-orbv2-h128.safetensors")
+MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "student-orbv2-h128.safetensors")
 
 
 def checkpoint_from_shared():

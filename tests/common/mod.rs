@@ -57,7 +57,7 @@ pub fn gpu_or_skip(test: &str) -> Option<Gpu> {
     }
 }
 
-/// A frame of the shared reference file.
+/// A frame of the float64 reference file (`tests/data/student-g2.extxyz`).
 pub struct ReferenceFrame {
     pub name: String,
     pub structure: mlff::Structure,
@@ -65,18 +65,21 @@ pub struct ReferenceFrame {
     pub forces: Vec<[f64; 3]>,
 }
 
-pub fn shared_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+/// The repository's test data (`tests/data`).
+pub fn data_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
+/// The users' trained student (Orb-v2 teacher, H = 128, T = 3; MIT, see
+/// `tests/data/NOTICE.md`).
 pub fn shared_model_path() -> std::path::PathBuf {
-    shared_dir().join("models/student-orbv2-h128.safetensors")
+    data_dir().join("student-orbv2-h128.safetensors")
 }
 
-/// Reads `reference/student-g2.extxyz` (species, pos, forces; energy= and name= in
+/// Reads `tests/data/student-g2.extxyz` (species, pos, forces; energy= and name= in
 /// the comment) with the engine's own extended-XYZ reader.
 pub fn reference_frames() -> Vec<ReferenceFrame> {
-    let path = shared_dir().join("reference/student-g2.extxyz");
+    let path = data_dir().join("student-g2.extxyz");
     mlff::extxyz::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .into_iter()
