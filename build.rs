@@ -103,8 +103,13 @@ fn nested_command(toolchain: &str, tool: &str) -> Command {
         if outer
             || matches!(
                 key.as_ref(),
-                "RUSTUP_TOOLCHAIN" | "RUSTC" | "RUSTDOC" | "RUSTFLAGS" | "RUSTC_WRAPPER"
-                    | "RUSTC_WORKSPACE_WRAPPER" | "RUSTC_BOOTSTRAP"
+                "RUSTUP_TOOLCHAIN"
+                    | "RUSTC"
+                    | "RUSTDOC"
+                    | "RUSTFLAGS"
+                    | "RUSTC_WRAPPER"
+                    | "RUSTC_WORKSPACE_WRAPPER"
+                    | "RUSTC_BOOTSTRAP"
             )
         {
             command.env_remove(key.as_ref());
@@ -127,7 +132,16 @@ fn install_toolchain(toolchain: &str, why: &str) -> Result<(), String> {
     println!("cargo:warning={note}");
     eprintln!("{note}");
     let output = Command::new("rustup")
-        .args(["toolchain", "install", toolchain, "--component", "rust-src", "--profile", "minimal", "--no-self-update"])
+        .args([
+            "toolchain",
+            "install",
+            toolchain,
+            "--component",
+            "rust-src",
+            "--profile",
+            "minimal",
+            "--no-self-update",
+        ])
         .env_remove("RUSTUP_TOOLCHAIN")
         .output()
         .map_err(|e| format!("{why}\ncould not run rustup to install it: {e}"))?;
@@ -142,7 +156,10 @@ fn install_toolchain(toolchain: &str, why: &str) -> Result<(), String> {
 
 fn check_toolchain(toolchain: &str) -> Result<(), String> {
     let sysroot = nested_rustc(toolchain, &["--print", "sysroot"]).map_err(|e| {
-        format!("the pinned toolchain `{toolchain}` that compiles the kernels is not usable ({e});\n{}", install_hint(toolchain))
+        format!(
+            "the pinned toolchain `{toolchain}` that compiles the kernels is not usable ({e});\n{}",
+            install_hint(toolchain)
+        )
     })?;
     let rust_src = Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core");
     if !rust_src.exists() {
@@ -155,10 +172,8 @@ fn check_toolchain(toolchain: &str) -> Result<(), String> {
 }
 
 fn nested_rustc(toolchain: &str, args: &[&str]) -> Result<String, String> {
-    let output = nested_command(toolchain, "rustc")
-        .args(args)
-        .output()
-        .map_err(|e| format!("could not run rustup: {e}"))?;
+    let output =
+        nested_command(toolchain, "rustc").args(args).output().map_err(|e| format!("could not run rustup: {e}"))?;
     if !output.status.success() {
         return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
     }

@@ -67,7 +67,11 @@ fn neighbor_benches(c: &mut Criterion, gpu: &Arc<Gpu>) {
         let batch = Batch::new(structures).unwrap();
         let mut list = GpuCellList::new(gpu.clone(), &batch, 5.0, 0.0, false).unwrap();
         let edges = list.build(&batch.positions, &batch.structure_of, &batch.offsets).unwrap();
-        println!("neighbors/{name}: {} atoms, {edges} edges ({:.1} per atom)", batch.num_atoms(), edges as f64 / batch.num_atoms() as f64);
+        println!(
+            "neighbors/{name}: {} atoms, {edges} edges ({:.1} per atom)",
+            batch.num_atoms(),
+            edges as f64 / batch.num_atoms() as f64
+        );
         group.throughput(Throughput::Elements(batch.num_atoms() as u64));
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
@@ -180,7 +184,8 @@ fn main() {
             shared_filters: false,
             mean: 0.0,
         };
-        let painn = Model::new(mlff::model::Weights::Painn(mlff::model::demo::synthetic_painn(config, 7)), Default::default());
+        let painn =
+            Model::new(mlff::model::Weights::Painn(mlff::model::demo::synthetic_painn(config, 7)), Default::default());
         model_benches(&mut criterion, &gpu, &painn, "painn");
     }
     if only.is_empty() || only == "memory" {

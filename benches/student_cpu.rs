@@ -37,7 +37,9 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     for n in [24usize, 1000] {
         let s = vec![random_structure(n, 7)];
-        group.bench_with_input(BenchmarkId::from_parameter(n), &s, |b, s| b.iter(|| model.evaluate(&device, s).unwrap()));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &s, |b, s| {
+            b.iter(|| model.evaluate(&device, s).unwrap())
+        });
     }
     group.finish();
 }

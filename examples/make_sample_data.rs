@@ -30,7 +30,8 @@ fn water(at: [f64; 3], axis: [f64; 3], spin: f64) -> Vec<[f64; 3]> {
     let (r, half) = (0.9572, 104.52f64.to_radians() / 2.0);
     // An orthonormal frame (axis, e1, e2).
     let helper = if axis[0].abs() < 0.9 { [1.0, 0.0, 0.0] } else { [0.0, 1.0, 0.0] };
-    let cross = |a: [f64; 3], b: [f64; 3]| [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]];
+    let cross =
+        |a: [f64; 3], b: [f64; 3]| [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]];
     let e1 = {
         let c = cross(axis, helper);
         let n = (c[0] * c[0] + c[1] * c[1] + c[2] * c[2]).sqrt();
@@ -38,7 +39,11 @@ fn water(at: [f64; 3], axis: [f64; 3], spin: f64) -> Vec<[f64; 3]> {
     };
     let e2 = cross(axis, e1);
     let side = |sign: f64| -> [f64; 3] {
-        let t = [spin.cos() * e1[0] + spin.sin() * e2[0], spin.cos() * e1[1] + spin.sin() * e2[1], spin.cos() * e1[2] + spin.sin() * e2[2]];
+        let t = [
+            spin.cos() * e1[0] + spin.sin() * e2[0],
+            spin.cos() * e1[1] + spin.sin() * e2[1],
+            spin.cos() * e1[2] + spin.sin() * e2[2],
+        ];
         std::array::from_fn(|a| at[a] + r * (half.cos() * axis[a] + sign * half.sin() * t[a]))
     };
     vec![at, side(1.0), side(-1.0)]
@@ -57,7 +62,8 @@ fn main() -> mlff::Result<()> {
     let h2o = water([0.0, 0.0, 0.0], [0.0, 0.0, 1.0], 0.0);
     write_frame(&mut molecules, &Structure::molecule(vec![8, 1, 1], h2o), &named("water"), None);
     let (nh, ch) = (1.012, 1.089);
-    let tetra = [[1.0, 1.0, 1.0], [1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]].map(|v: [f64; 3]| v.map(|x| x / 3f64.sqrt()));
+    let tetra = [[1.0, 1.0, 1.0], [1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]]
+        .map(|v: [f64; 3]| v.map(|x| x / 3f64.sqrt()));
     let mut nh3 = vec![[0.0, 0.0, 0.0]];
     nh3.extend(tetra[..3].iter().map(|v| v.map(|x| nh * x)));
     write_frame(&mut molecules, &Structure::molecule(vec![7, 1, 1, 1], nh3), &named("ammonia"), None);
@@ -70,7 +76,12 @@ fn main() -> mlff::Result<()> {
     let (z2, p2) = benzene([0.0, 0.0, 3.8], PI / 6.0);
     z.extend(z2);
     p.extend(p2);
-    write_frame(&mut molecules, &Structure::molecule(z, p.iter().map(|&x| rotate_z(x, 0.1)).collect()), &named("benzene-dimer"), None);
+    write_frame(
+        &mut molecules,
+        &Structure::molecule(z, p.iter().map(|&x| rotate_z(x, 0.1)).collect()),
+        &named("benzene-dimer"),
+        None,
+    );
     write("molecules.xyz", molecules.as_bytes())?;
 
     // 64 waters on a 4×4×4 grid in a cube of 1 g/cm³, orientations from a fixed sequence.

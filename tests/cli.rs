@@ -29,7 +29,17 @@ fn eval_writes_what_the_library_computes() {
     let dir = scratch("eval");
     let out = dir.join("out.xyz");
     for input in ["molecules.xyz", "water-box.xyz"] {
-        let run = mlff(&["eval", "default", &data(input), "-o", out.to_str().unwrap(), "--device", "cpu", "--batch-atoms", "20"]);
+        let run = mlff(&[
+            "eval",
+            "default",
+            &data(input),
+            "-o",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--batch-atoms",
+            "20",
+        ]);
         assert!(run.status.success(), "{}", text(&run));
         let written = mlff::extxyz::read(&out).unwrap();
         let given = mlff::extxyz::read(data(input)).unwrap();
@@ -81,7 +91,11 @@ fn bad_input_fails_cleanly_and_leaves_no_file() {
     let input = dir.join("close.xyz");
     std::fs::write(&input, "2\n\nO 0 0 0\nH 0.05 0 0\n").unwrap();
     let run = mlff(&["eval", "default", input.to_str().unwrap(), "--device", "cpu"]);
-    assert!(run.status.success() && text(&run).contains("warning") && text(&run).contains("0.050 Å apart"), "{}", text(&run));
+    assert!(
+        run.status.success() && text(&run).contains("warning") && text(&run).contains("0.050 Å apart"),
+        "{}",
+        text(&run)
+    );
 }
 
 #[test]
@@ -89,12 +103,28 @@ fn md_logs_conserves_energy_and_writes_a_trajectory() {
     let dir = scratch("md");
     let (log, traj) = (dir.join("md.log"), dir.join("traj.xyz"));
     let run = mlff(&[
-        "md", "default", &data("molecules.xyz"), "--steps", "60", "--every", "20", "--dt", "0.25", "--replicas", "2",
-        "--log", log.to_str().unwrap(), "--traj", traj.to_str().unwrap(), "--device", "cpu",
+        "md",
+        "default",
+        &data("molecules.xyz"),
+        "--steps",
+        "60",
+        "--every",
+        "20",
+        "--dt",
+        "0.25",
+        "--replicas",
+        "2",
+        "--log",
+        log.to_str().unwrap(),
+        "--traj",
+        traj.to_str().unwrap(),
+        "--device",
+        "cpu",
     ]);
     assert!(run.status.success(), "{}", text(&run));
     assert!(text(&run).contains("steps/s") && text(&run).contains("total energy"), "{}", text(&run));
-    let lines: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().filter(|l| !l.starts_with('#')).map(String::from).collect();
+    let lines: Vec<String> =
+        std::fs::read_to_string(&log).unwrap().lines().filter(|l| !l.starts_with('#')).map(String::from).collect();
     assert_eq!(lines.len(), 3);
     let excursion: f64 = lines[2].split_whitespace().last().unwrap().parse().unwrap();
     assert!(excursion < 1e-4, "NVE total energy moved {excursion} eV/atom");
@@ -108,12 +138,28 @@ fn md_logs_conserves_energy_and_writes_a_trajectory() {
 fn relax_info_and_bench_run() {
     let dir = scratch("relax");
     let out = dir.join("relaxed.xyz");
-    let run = mlff(&["relax", "default", &data("molecules.xyz"), "-o", out.to_str().unwrap(), "--fmax", "0.005", "--device", "cpu"]);
+    let run = mlff(&[
+        "relax",
+        "default",
+        &data("molecules.xyz"),
+        "-o",
+        out.to_str().unwrap(),
+        "--fmax",
+        "0.005",
+        "--device",
+        "cpu",
+    ]);
     assert!(run.status.success(), "{}", text(&run));
     let frames = mlff::extxyz::read(&out).unwrap();
     assert_eq!(frames.len(), 5);
     for (k, f) in frames.iter().enumerate() {
-        let worst = f.forces.as_ref().unwrap().iter().map(|v| (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt()).fold(0.0, f64::max);
+        let worst = f
+            .forces
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|v| (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt())
+            .fold(0.0, f64::max);
         // Methane (frame 2) relaxes to tetrahedral symmetry, where the carbon's vector
         // features cancel and ‖v‖ (no epsilon in architecture 1) has a cusp: the
         // forces there do not vanish, so FIRE stops near, not at, fmax 0.005.
@@ -123,7 +169,13 @@ fn relax_info_and_bench_run() {
     assert!(text(&run).contains("not converged"), "methane's cusp must be reported: {}", text(&run));
     let run = mlff(&["info", "default"]);
     let said = text(&run);
-    assert!(run.status.success() && said.contains("hidden_dim     64") && said.contains("GFN2-xTB") && said.contains("held_out_errors"), "{said}");
+    assert!(
+        run.status.success()
+            && said.contains("hidden_dim     64")
+            && said.contains("GFN2-xTB")
+            && said.contains("held_out_errors"),
+        "{said}"
+    );
     let run = mlff(&["bench", "--seconds", "0", "--no-gpu"]);
     let said = text(&run);
     assert!(run.status.success(), "{said}");

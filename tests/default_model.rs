@@ -57,7 +57,12 @@ fn default_model_is_rotation_invariant_and_smooth_at_the_cutoff() {
     let rc = model.cutoff() as f64;
     let pair = |d: f64| Structure::molecule(vec![6, 8], vec![[0.0; 3], [d, 0.0, 0.0]]);
     let out = model.evaluate(&cpu(), &[pair(rc - 1e-4), pair(rc + 1e-4)]).unwrap();
-    assert!((out[0].energy - out[1].energy).abs() < 1e-5, "E jumps across the cutoff: {} vs {}", out[0].energy, out[1].energy);
+    assert!(
+        (out[0].energy - out[1].energy).abs() < 1e-5,
+        "E jumps across the cutoff: {} vs {}",
+        out[0].energy,
+        out[1].energy
+    );
     assert!(out[0].forces[0][0].abs() < 1e-4, "F jumps across the cutoff: {:?}", out[0].forces);
 }
 

@@ -81,7 +81,11 @@ fn maxwell_boltzmann_removes_centre_of_mass_motion() {
     let (momentum, temperature) = md
         .current(|r| {
             let p: [f64; 3] = std::array::from_fn(|a| {
-                r.velocities.iter().zip(&numbers).map(|(v, &z)| mlff::elements::mass(z).unwrap() * v[a] as f64).sum::<f64>()
+                r.velocities
+                    .iter()
+                    .zip(&numbers)
+                    .map(|(v, &z)| mlff::elements::mass(z).unwrap() * v[a] as f64)
+                    .sum::<f64>()
             });
             (p, r.temperature(0))
         })
@@ -94,7 +98,8 @@ fn maxwell_boltzmann_removes_centre_of_mass_motion() {
 #[test]
 fn langevin_heats_a_cold_box_towards_the_bath() {
     let cpu = Device::cpu().unwrap();
-    let settings = MdSettings { timestep: 1.0, thermostat: Thermostat::Langevin { temperature: 500.0, friction: 0.05 }, seed: 4 };
+    let settings =
+        MdSettings { timestep: 1.0, thermostat: Thermostat::Langevin { temperature: 500.0, friction: 0.05 }, seed: 4 };
     let mut md = Dynamics::new(&demo(), &cpu, &[water_box()], settings).unwrap();
     let traj = trajectory(&mut md, 120, 40);
     let temperatures: Vec<f64> = traj.iter().map(|s| s.temperature[0]).collect();
@@ -107,7 +112,11 @@ fn langevin_heats_a_cold_box_towards_the_bath() {
 fn bad_settings_and_colliding_atoms_are_errors() {
     let cpu = Device::cpu().unwrap();
     let model = demo();
-    for settings in [nve(0.0), nve(f64::NAN), MdSettings { timestep: 1.0, thermostat: Thermostat::Langevin { temperature: -1.0, friction: 0.1 }, seed: 0 }] {
+    for settings in [
+        nve(0.0),
+        nve(f64::NAN),
+        MdSettings { timestep: 1.0, thermostat: Thermostat::Langevin { temperature: -1.0, friction: 0.1 }, seed: 0 },
+    ] {
         assert!(Dynamics::new(&model, &cpu, &samples(), settings).is_err(), "{settings:?}");
     }
     let mut md = Dynamics::new(&model, &cpu, &samples(), nve(0.5)).unwrap();
@@ -135,7 +144,8 @@ fn fire_relaxes_molecules_and_a_cell() {
     let relaxed = relax(&model, &cpu, &structures, settings, |_, _| {}).unwrap();
     for (k, (r, b)) in relaxed.iter().zip(&before).enumerate() {
         assert!(r.converged, "molecule {k} did not converge: fmax {}", r.fmax);
-        let worst = r.prediction.forces.iter().map(|f| (f[0] * f[0] + f[1] * f[1] + f[2] * f[2]).sqrt()).fold(0.0, f64::max);
+        let worst =
+            r.prediction.forces.iter().map(|f| (f[0] * f[0] + f[1] * f[1] + f[2] * f[2]).sqrt()).fold(0.0, f64::max);
         assert!(worst < 2e-3, "molecule {k}: force {worst}");
         assert!(r.prediction.energy <= b.energy + 1e-9, "molecule {k}: energy rose");
     }

@@ -2,8 +2,8 @@
 mod common;
 
 use common::Rng;
-use mlff::kernels::geometry::{edge_vector, shift_vector};
 use mlff::gpu_neighbors::{gpu_neighbor_list, GpuCellList};
+use mlff::kernels::geometry::{edge_vector, shift_vector};
 use mlff::{neighbor_list, Batch, Structure};
 use std::sync::Arc;
 
@@ -22,7 +22,11 @@ fn brute_force(batch: &Batch, cutoff: f32, reach: i32) -> Vec<Vec<(u32, [i32; 3]
                             if i == j && shift == [0; 3] {
                                 continue;
                             }
-                            let (_, d) = edge_vector(batch.positions[i], batch.positions[j], shift_vector(shift, &batch.cells[s]));
+                            let (_, d) = edge_vector(
+                                batch.positions[i],
+                                batch.positions[j],
+                                shift_vector(shift, &batch.cells[s]),
+                            );
                             if d <= cutoff {
                                 rows[i].push((j as u32, shift));
                             }
@@ -93,7 +97,8 @@ fn cell_lists_equal_brute_force_on_mixed_batches() {
 
 #[test]
 fn singular_cells_and_bad_cutoffs_are_errors() {
-    let flat = Structure::periodic(vec![1], vec![[0.0; 3]], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]], [true; 3]);
+    let flat =
+        Structure::periodic(vec![1], vec![[0.0; 3]], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]], [true; 3]);
     assert!(Batch::new(&[flat]).unwrap_err().to_string().contains("singular"));
     let ok = Batch::new(&[Structure::molecule(vec![1], vec![[0.0; 3]])]).unwrap();
     assert!(neighbor_list(&ok, 0.0).is_err());
@@ -139,7 +144,10 @@ fn gpu_lists_equal_cpu_lists_exactly() {
         // Dense enough that the first edge-capacity guess overflows and the buffers grow;
         // its rows (~290 edges) take the fill kernel's one-lane sort, the other cases'
         // rows (≤ 128 edges) its warp rank sort.
-        ("dense box", vec![random_in_cell(&mut rng, 400, [[9.0, 0.0, 0.0], [0.0, 9.0, 0.0], [0.0, 0.0, 9.0]], [true; 3])]),
+        (
+            "dense box",
+            vec![random_in_cell(&mut rng, 400, [[9.0, 0.0, 0.0], [0.0, 9.0, 0.0], [0.0, 0.0, 9.0]], [true; 3])],
+        ),
     ];
     for (name, structures) in cases {
         let batch = Batch::new(&structures).unwrap();

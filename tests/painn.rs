@@ -29,7 +29,6 @@ fn reference(name: &str) -> Vec<mlff::extxyz::Frame> {
     mlff::extxyz::read(fixture(&format!("{name}.extxyz"))).expect("read PaiNN reference")
 }
 
-
 /// A random molecule-like cluster of H C N O (no two atoms closer than 0.9 Å).
 fn random_molecule(rng: &mut Rng, n: usize) -> Structure {
     let side = (10.0 * n as f64).cbrt();
@@ -73,14 +72,16 @@ fn cpu_matches_schnetpack_float64() {
                 for x in 0..3 {
                     let d = (fa[x] - fr[x]).abs();
                     worst_f = worst_f.max(d);
-                    assert!(d < 1e-4 + 1e-5 * fr[x].abs(), "{name} structure {k} atom {i}: F {fa:?} vs SchNetPack {fr:?}");
+                    assert!(
+                        d < 1e-4 + 1e-5 * fr[x].abs(),
+                        "{name} structure {k} atom {i}: F {fa:?} vs SchNetPack {fr:?}"
+                    );
                 }
             }
         }
         eprintln!("{name}: worst relative energy error {worst_e:.1e}, worst force error {worst_f:.1e} eV/Å");
     }
 }
-
 
 #[test]
 fn forces_are_minus_the_gradient_of_the_energy() {
@@ -178,7 +179,13 @@ fn energy_and_forces_are_continuous_across_the_cutoff() {
         assert!(force(4) > 1e-6, "{name}: no force at rc − 0.05 Å");
         // Approaching rc, fc ~ δ² takes E − E(∞) to 0 as δ² and F as δ.
         assert!((out[3].energy - isolated).abs() < 1e-6 * (1.0 + isolated.abs()), "{name}: E jumps at rc");
-        assert!(force(2) < 0.2 * force(1) && force(3) < 0.2 * force(2), "{name}: F does not vanish at rc: {} {} {}", force(1), force(2), force(3));
+        assert!(
+            force(2) < 0.2 * force(1) && force(3) < 0.2 * force(2),
+            "{name}: F does not vanish at rc: {} {} {}",
+            force(1),
+            force(2),
+            force(3)
+        );
     }
 }
 
@@ -204,7 +211,9 @@ fn periodic_stress_is_the_strain_derivative() {
             let strained = |e: f64| {
                 let mut eps = [[0.0; 3]; 3];
                 eps[a][b] = e;
-                let apply = |v: &[f64; 3]| -> [f64; 3] { std::array::from_fn(|y| v[y] + (0..3).map(|x| v[x] * eps[x][y]).sum::<f64>()) };
+                let apply = |v: &[f64; 3]| -> [f64; 3] {
+                    std::array::from_fn(|y| v[y] + (0..3).map(|x| v[x] * eps[x][y]).sum::<f64>())
+                };
                 let mut t = s.clone();
                 t.positions = s.positions.iter().map(apply).collect();
                 t.cell = Some(cell.map(|row| apply(&row)));
@@ -252,7 +261,10 @@ fn assert_same(name: &str, gpu: &[Prediction], cpu: &[Prediction]) {
         assert!(rel < 1e-5, "{name} structure {k}: E gpu {} cpu {}", g.energy, c.energy);
         for (fg, fc) in g.forces.iter().zip(&c.forces) {
             for x in 0..3 {
-                assert!((fg[x] - fc[x]).abs() < 1e-4 + 1e-5 * fc[x].abs(), "{name} structure {k}: F gpu {fg:?} cpu {fc:?}");
+                assert!(
+                    (fg[x] - fc[x]).abs() < 1e-4 + 1e-5 * fc[x].abs(),
+                    "{name} structure {k}: F gpu {fg:?} cpu {fc:?}"
+                );
             }
         }
         if let (Some(sg), Some(sc)) = (&g.stress, &c.stress) {
@@ -290,7 +302,10 @@ fn gpu_matches_cpu() {
     let m = model("painn-f64-shared");
     let water = mlff::extxyz::parse(mlff::SAMPLE_WATER_BOX, "water-box.xyz").unwrap().remove(0).structure;
     let big = supercell(&water, [3, 3, 2]);
-    let (g, c) = (m.evaluate(&gpu, std::slice::from_ref(&big)).unwrap(), m.evaluate(&cpu(), std::slice::from_ref(&big)).unwrap());
+    let (g, c) = (
+        m.evaluate(&gpu, std::slice::from_ref(&big)).unwrap(),
+        m.evaluate(&cpu(), std::slice::from_ref(&big)).unwrap(),
+    );
     assert_same("water 3×3×2", &g, &c);
 }
 
@@ -302,7 +317,8 @@ fn supercell(s: &Structure, n: [usize; 3]) -> Structure {
     for a in 0..n[0] {
         for b in 0..n[1] {
             for c in 0..n[2] {
-                let shift: [f64; 3] = std::array::from_fn(|x| a as f64 * cell[0][x] + b as f64 * cell[1][x] + c as f64 * cell[2][x]);
+                let shift: [f64; 3] =
+                    std::array::from_fn(|x| a as f64 * cell[0][x] + b as f64 * cell[1][x] + c as f64 * cell[2][x]);
                 numbers.extend_from_slice(&s.numbers);
                 positions.extend(s.positions.iter().map(|p| std::array::from_fn(|x| p[x] + shift[x])));
             }

@@ -67,7 +67,10 @@ fn assert_close(name: &str, gpu: &[Prediction], cpu: &[Prediction], rel: f64, fo
             (Some(sg), Some(sc)) => {
                 for a in 0..3 {
                     for b in 0..3 {
-                        assert!((sg[a][b] - sc[a][b]).abs() <= 1e-5, "{name} structure {k}: stress gpu {sg:?} cpu {sc:?}");
+                        assert!(
+                            (sg[a][b] - sc[a][b]).abs() <= 1e-5,
+                            "{name} structure {k}: stress gpu {sg:?} cpu {sc:?}"
+                        );
                     }
                 }
             }
@@ -168,7 +171,11 @@ fn gpu_matches_cpu_on_every_atom_tile_size() {
         config.hidden_dim = 256;
         Model::from_weights(synthetic_weights(config, 7), Default::default())
     };
-    for (model, atoms, name) in [(model(), 300, "H = 128, 300 atoms"), (wide.clone(), 40, "H = 256, 40 atoms"), (wide, 600, "H = 256, 600 atoms")] {
+    for (model, atoms, name) in [
+        (model(), 300, "H = 128, 300 atoms"),
+        (wide.clone(), 40, "H = 256, 40 atoms"),
+        (wide, 600, "H = 256, 600 atoms"),
+    ] {
         let structures = vec![random_structure(&mut rng, atoms, false)];
         let on_gpu = model.evaluate(&gpu, &structures).unwrap();
         let on_cpu = model.evaluate(&cpu, &structures).unwrap();

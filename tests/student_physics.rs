@@ -26,8 +26,6 @@ fn random_structure(rng: &mut Rng, n: usize) -> Structure {
     }
 }
 
-
-
 /// Shortest distance |d − rc| over all pairs and images within ±2 cells.
 fn closest_to_cutoff(s: &Structure, rc: f64) -> f64 {
     let cell = s.cell.unwrap_or([[0.0; 3]; 3]);
@@ -38,7 +36,9 @@ fn closest_to_cutoff(s: &Structure, rc: f64) -> f64 {
             for &a in &range {
                 for &b in &range {
                     for &c in &range {
-                        let q: [f64; 3] = std::array::from_fn(|x| s.positions[j][x] + a * cell[0][x] + b * cell[1][x] + c * cell[2][x]);
+                        let q: [f64; 3] = std::array::from_fn(|x| {
+                            s.positions[j][x] + a * cell[0][x] + b * cell[1][x] + c * cell[2][x]
+                        });
                         let d = dist(&s.positions[i], &q);
                         if d > 0.0 {
                             closest = closest.min((d - rc).abs());
@@ -61,7 +61,10 @@ fn forces_are_minus_the_gradient_of_the_energy() {
     // within 2.5h of rc are used.
     let h = 2e-3;
     let rc = model.cutoff() as f64;
-    let frames: Vec<_> = reference_frames().into_iter().filter(|f| f.structure.len() >= 5 && closest_to_cutoff(&f.structure, rc) > 2.5 * h).collect();
+    let frames: Vec<_> = reference_frames()
+        .into_iter()
+        .filter(|f| f.structure.len() >= 5 && closest_to_cutoff(&f.structure, rc) > 2.5 * h)
+        .collect();
     assert!(frames.len() >= 4, "too few reference molecules away from the cutoff");
     for frame in &frames {
         let base = &frame.structure;
@@ -85,7 +88,12 @@ fn forces_are_minus_the_gradient_of_the_energy() {
                 let err = (fd - forces[atom][x]).abs();
                 sum_sq += err * err;
                 // Rounding noise of f32 energies grows with the local curvature.
-                assert!(err < 5e-3 + 1e-3 * forces[atom][x].abs(), "{} atom {atom} axis {x}: analytic {} vs FD {fd}", frame.name, forces[atom][x]);
+                assert!(
+                    err < 5e-3 + 1e-3 * forces[atom][x].abs(),
+                    "{} atom {atom} axis {x}: analytic {} vs FD {fd}",
+                    frame.name,
+                    forces[atom][x]
+                );
             }
         }
         // A missing or wrong adjoint term shows as errors of 0.1 eV/Å and more on many
@@ -115,7 +123,10 @@ fn permuting_atoms_permutes_forces_and_translation_keeps_energy() {
     let s = random_structure(&mut rng, 30);
     let base = &model.evaluate(&device, std::slice::from_ref(&s)).unwrap()[0];
     let perm: Vec<usize> = (0..s.len()).rev().collect();
-    let permuted = Structure::molecule(perm.iter().map(|&p| s.numbers[p]).collect(), perm.iter().map(|&p| s.positions[p]).collect());
+    let permuted = Structure::molecule(
+        perm.iter().map(|&p| s.numbers[p]).collect(),
+        perm.iter().map(|&p| s.positions[p]).collect(),
+    );
     let pp = &model.evaluate(&device, &[permuted]).unwrap()[0];
     assert!(((pp.energy - base.energy) / base.energy).abs() < 1e-6);
     for (k, &p) in perm.iter().enumerate() {
@@ -205,7 +216,8 @@ fn periodic_stress_is_the_strain_derivative() {
                 t.cell = Some(cell.map(|row| apply(&row)));
                 t
             };
-            let e = model.energies(&device, &[strained(h), strained(-h), strained(2.0 * h), strained(-2.0 * h)]).unwrap();
+            let e =
+                model.energies(&device, &[strained(h), strained(-h), strained(2.0 * h), strained(-2.0 * h)]).unwrap();
             let fd = fd4(&e, h) / volume;
             assert!((fd - stress[a][b]).abs() < 1e-4, "σ[{a}][{b}] = {} vs FD {fd}", stress[a][b]);
         }
@@ -235,7 +247,8 @@ fn min_image_ok(p: &[[f64; 3]], cell: &[[f64; 3]; 3]) -> bool {
                         if i == j && s == 0.0 && t == 0.0 && u == 0.0 {
                             continue;
                         }
-                        let q: [f64; 3] = std::array::from_fn(|x| p[j][x] + s * cell[0][x] + t * cell[1][x] + u * cell[2][x]);
+                        let q: [f64; 3] =
+                            std::array::from_fn(|x| p[j][x] + s * cell[0][x] + t * cell[1][x] + u * cell[2][x]);
                         if dist(&p[i], &q) < 0.8 {
                             return false;
                         }

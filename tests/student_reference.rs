@@ -35,7 +35,10 @@ fn cpu_matches_float64_reference() {
 fn exported_model_matches_reference() {
     let Ok(path) = std::env::var("MLFF_EXPORTED_MODEL") else {
         use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "exported_model_matches_reference: skipped: MLFF_EXPORTED_MODEL not set (.ci/run sets it)");
+        let _ = writeln!(
+            std::io::stderr(),
+            "exported_model_matches_reference: skipped: MLFF_EXPORTED_MODEL not set (.ci/run sets it)"
+        );
         return;
     };
     let exported = Model::load(&path).expect("load exported model");

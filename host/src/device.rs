@@ -41,9 +41,7 @@ impl Device {
                     Ok(ordinal) => Self::gpu(ordinal),
                     Err(_) => Err(Error::InvalidInput(format!("bad GPU ordinal in device {other:?}"))),
                 },
-                None => Err(Error::InvalidInput(format!(
-                    "unknown device {other:?}; expected cpu, gpu, gpu:N or auto"
-                ))),
+                None => Err(Error::InvalidInput(format!("unknown device {other:?}; expected cpu, gpu, gpu:N or auto"))),
             },
         }
     }

@@ -52,7 +52,11 @@ pub fn parse(text: &str, name: &str) -> Result<Vec<Frame>> {
             .map_err(|_| at(name, k + 1, format!("expected an atom count, found `{}`", lines[k].trim())))?;
         let comment = lines.get(k + 1).ok_or_else(|| at(name, k + 2, "the file ends before the comment line"))?;
         if k + 2 + count > lines.len() {
-            return Err(at(name, lines.len() + 1, format!("the frame at line {} promises {count} atoms; the file ends first", k + 1)));
+            return Err(at(
+                name,
+                lines.len() + 1,
+                format!("the frame at line {} promises {count} atoms; the file ends first", k + 1),
+            ));
         }
         frames.push(parse_frame(comment, &lines[k + 2..k + 2 + count], name, k + 2)?);
         k += 2 + count;
@@ -174,9 +178,11 @@ fn parse_frame(comment: &str, atom_lines: &[&str], name: &str, comment_line: usi
     for (key, value) in pairs {
         match key.as_str() {
             "Lattice" => {
-                let v: Vec<f64> = value.split_whitespace().map(str::parse).collect::<std::result::Result<_, _>>().map_err(|_| {
-                    err(comment_line, format!("Lattice=\"{value}\" is not nine numbers"))
-                })?;
+                let v: Vec<f64> = value
+                    .split_whitespace()
+                    .map(str::parse)
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|_| err(comment_line, format!("Lattice=\"{value}\" is not nine numbers")))?;
                 if v.len() != 9 {
                     return Err(err(comment_line, format!("Lattice=\"{value}\" has {} numbers, not nine", v.len())));
                 }
@@ -191,7 +197,8 @@ fn parse_frame(comment: &str, atom_lines: &[&str], name: &str, comment_line: usi
             }
             "Properties" => properties = value,
             "energy" => {
-                frame.energy = Some(value.parse().map_err(|_| err(comment_line, format!("energy={value} is not a number")))?)
+                frame.energy =
+                    Some(value.parse().map_err(|_| err(comment_line, format!("energy={value} is not a number")))?)
             }
             _ if RESULT_KEYS.contains(&key.as_str()) => {}
             _ => frame.info.push((key, value)),
@@ -235,9 +242,8 @@ fn parse_frame(comment: &str, atom_lines: &[&str], name: &str, comment_line: usi
             Ok(x)
         };
         let z = match (species, numbers_column) {
-            (Some(s), _) => {
-                elements::atomic_number(fields[s]).ok_or_else(|| err(line_no, format!("unknown element `{}`", fields[s])))?
-            }
+            (Some(s), _) => elements::atomic_number(fields[s])
+                .ok_or_else(|| err(line_no, format!("unknown element `{}`", fields[s])))?,
             (None, Some(s)) => match fields[s].parse::<u32>() {
                 Ok(z) if elements::symbol(z).is_some() => z,
                 _ => return Err(err(line_no, format!("`{}` is not a known atomic number", fields[s]))),
@@ -299,7 +305,8 @@ pub fn write_frame(out: &mut String, structure: &Structure, info: &[(String, Str
         }
     }
     let flag = |p: bool| if p { "T" } else { "F" };
-    let _ = writeln!(comment, " pbc=\"{} {} {}\"", flag(structure.pbc[0]), flag(structure.pbc[1]), flag(structure.pbc[2]));
+    let _ =
+        writeln!(comment, " pbc=\"{} {} {}\"", flag(structure.pbc[0]), flag(structure.pbc[1]), flag(structure.pbc[2]));
     out.push_str(&comment);
     for (a, (&z, p)) in structure.numbers.iter().zip(&structure.positions).enumerate() {
         let _ = write!(out, "{:<3}{:>16.8}{:>16.8}{:>16.8}", elements::symbol(z).unwrap_or("X"), p[0], p[1], p[2]);
@@ -335,7 +342,12 @@ O 0.0 0.0 0.1 0.1 0.2 0.3\nH 0.0 0.76 -0.5 0 0 0\nH 0.0 -0.76 -0.5 0 0 0\n";
     #[test]
     fn written_frames_read_back() {
         let frames = parse(WATER, "w.xyz").unwrap();
-        let s = Structure::periodic(vec![29, 29], vec![[0.0, 0.0, 0.0], [1.8, 1.8, 0.0]], [[3.6, 0.0, 0.0], [0.0, 3.6, 0.0], [0.0, 0.0, 3.6]], [true; 3]);
+        let s = Structure::periodic(
+            vec![29, 29],
+            vec![[0.0, 0.0, 0.0], [1.8, 1.8, 0.0]],
+            [[3.6, 0.0, 0.0], [0.0, 3.6, 0.0], [0.0, 0.0, 3.6]],
+            [true; 3],
+        );
         let results = Prediction {
             energy: -7.25,
             atom_energies: vec![-3.6, -3.65],

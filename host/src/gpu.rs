@@ -2,8 +2,8 @@
 
 use crate::error::{Error, Result};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
-    LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
+    PushKernelArg, ValidAsZeroBits,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,8 +24,11 @@ pub fn allow_shared_memory(f: &CudaFunction, kernel: &str, bytes: u32) -> Result
     if bytes <= DEFAULT_SHARED_BYTES {
         return Ok(());
     }
-    f.set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
-        .map_err(Error::cuda(format!("allowing {kernel} {bytes} bytes of shared memory")))
+    f.set_attribute(
+        cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        bytes as i32,
+    )
+    .map_err(Error::cuda(format!("allowing {kernel} {bytes} bytes of shared memory")))
 }
 
 pub struct Gpu {
@@ -253,7 +256,8 @@ impl<T: Copy + Default> Pinned<T> {
     pub fn new(len: usize) -> Result<Self> {
         let bytes = len.max(1) * std::mem::size_of::<T>();
         let ptr = unsafe { cudarc::driver::result::malloc_host(bytes, 0) }
-            .map_err(Error::cuda(format!("allocating {bytes} bytes of pinned host memory")))? as *mut T;
+            .map_err(Error::cuda(format!("allocating {bytes} bytes of pinned host memory")))?
+            as *mut T;
         for k in 0..len.max(1) {
             unsafe { ptr.add(k).write(T::default()) };
         }
@@ -307,5 +311,6 @@ pub fn warp_per_atom(atoms: usize) -> Result<LaunchConfig> {
 
 /// Length as the `u32` the kernels take, or a clear error.
 pub fn len_u32(len: usize, what: &str) -> Result<u32> {
-    u32::try_from(len).map_err(|_| Error::InvalidInput(format!("{what}: {len} elements exceed the kernels' 32-bit indexing")))
+    u32::try_from(len)
+        .map_err(|_| Error::InvalidInput(format!("{what}: {len} elements exceed the kernels' 32-bit indexing")))
 }

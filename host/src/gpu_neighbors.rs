@@ -76,7 +76,11 @@ impl Scan {
         let (len, sums) = &self.levels[k];
         let args = ScanArgs { data, block_sums: gpu.address(sums), len: *len as u32, pad: 0 };
         let blocks = len.div_ceil(SCAN_BLOCK_ELEMENTS).max(1);
-        let config = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (SCAN_BLOCK_THREADS as u32, 1, 1), shared_mem_bytes: 0 };
+        let config = LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: (SCAN_BLOCK_THREADS as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
         gpu.launch("mlff_scan_block", config, &args)?;
         if blocks > 1 {
             self.level(gpu, k + 1, args.block_sums)?;
@@ -236,7 +240,11 @@ impl GpuCellList {
         let args = self.args();
         let atoms = grid_1d(self.num_atoms, BLOCK_THREADS)?;
         if self.num_structures > 0 {
-            let per_structure = LaunchConfig { grid_dim: (self.num_structures as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            let per_structure = LaunchConfig {
+                grid_dim: (self.num_structures as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
             gpu.launch("mlff_cells_grid", per_structure, &args)?;
         }
         gpu.launch("mlff_cells_bin", atoms, &args)?;

@@ -16,8 +16,8 @@ pub mod structure;
 
 pub use device::Device;
 pub use error::{Error, Result};
+/// The kernel bodies (shared by the CPU path and the PTX).
+pub use mlff_kernels as kernels;
 pub use model::{Model, Prediction};
 pub use neighbors::{neighbor_list, NeighborList};
 pub use structure::{Batch, Structure};
-/// The kernel bodies (shared by the CPU path and the PTX).
-pub use mlff_kernels as kernels;

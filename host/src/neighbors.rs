@@ -76,10 +76,7 @@ fn fractional(positions: &[[f32; 3]], cell: Option<&[[f64; 3]; 3]>) -> Vec<[f64;
         None => positions.iter().map(|p| p.map(|x| x as f64)).collect(),
         Some(cell) => {
             let inv = inverse(cell);
-            positions
-                .iter()
-                .map(|p| std::array::from_fn(|a| (0..3).map(|k| p[k] as f64 * inv[k][a]).sum()))
-                .collect()
+            positions.iter().map(|p| std::array::from_fn(|a| (0..3).map(|k| p[k] as f64 * inv[k][a]).sum())).collect()
         }
     }
 }
@@ -93,12 +90,24 @@ fn build_grid(frac: &[[f64; 3]], cell: Option<&[[f64; 3]; 3]>, pbc: [bool; 3], c
     };
     let mut axes: [Axis; 3] = std::array::from_fn(|a| {
         if pbc[a] {
-            Axis { periodic: true, bins: ((spacing[a] / cutoff).floor() as usize).max(1), origin: 0.0, width: 1.0, reach: 1 }
+            Axis {
+                periodic: true,
+                bins: ((spacing[a] / cutoff).floor() as usize).max(1),
+                origin: 0.0,
+                width: 1.0,
+                reach: 1,
+            }
         } else {
             let lo = frac.iter().map(|f| f[a]).fold(f64::INFINITY, f64::min);
             let hi = frac.iter().map(|f| f[a]).fold(f64::NEG_INFINITY, f64::max);
             let extent = if n == 0 { 0.0 } else { (hi - lo) * spacing[a] };
-            Axis { periodic: false, bins: ((extent / cutoff).floor() as usize).max(1), origin: if n == 0 { 0.0 } else { lo }, width: 1.0, reach: 1 }
+            Axis {
+                periodic: false,
+                bins: ((extent / cutoff).floor() as usize).max(1),
+                origin: if n == 0 { 0.0 } else { lo },
+                width: 1.0,
+                reach: 1,
+            }
         }
     });
     // Keep the grid within a few bins per atom (sparse boxes): fewer, larger bins are
@@ -197,8 +206,7 @@ fn row_of(
                 let members = grid.bin_start[linear] as usize..grid.bin_start[linear + 1] as usize;
                 for &j in &grid.bin_atoms[members] {
                     let j = j as usize;
-                    let shift: [i32; 3] =
-                        std::array::from_fn(|a| image[a] - grid.wrap[j][a] + grid.wrap[i][a]);
+                    let shift: [i32; 3] = std::array::from_fn(|a| image[a] - grid.wrap[j][a] + grid.wrap[i][a]);
                     if j == i && shift == [0; 3] {
                         continue;
                     }
@@ -278,7 +286,11 @@ fn reverse_edges(list: &NeighborList) -> Result<Vec<u32>> {
             let (mut lo, mut hi) = (row.start, row.end);
             while lo < hi {
                 let mid = (lo + hi) / 2;
-                if (list.src[mid], list.shift[mid]) < key { lo = mid + 1 } else { hi = mid }
+                if (list.src[mid], list.shift[mid]) < key {
+                    lo = mid + 1
+                } else {
+                    hi = mid
+                }
             }
             if lo < row.end && (list.src[lo], list.shift[lo]) == key {
                 Ok(lo as u32)

@@ -73,7 +73,15 @@ pub fn warp_reduce4(gpu: &Gpu, input: &[f32]) -> Result<Vec<f32>> {
 /// One sum per `block` consecutive inputs, through static shared memory and barriers.
 pub fn block_reduce(gpu: &Gpu, input: &[f32], block: u32) -> Result<Vec<f32>> {
     check_block(block)?;
-    one_input_kernel(gpu, "mlff_selftest_block_reduce", input, input.len(), input.len().div_ceil(block as usize), block, None)
+    one_input_kernel(
+        gpu,
+        "mlff_selftest_block_reduce",
+        input,
+        input.len(),
+        input.len().div_ceil(block as usize),
+        block,
+        None,
+    )
 }
 
 /// Each block's chunk reversed through dynamic shared memory.
@@ -120,7 +128,10 @@ pub fn mma(gpu: &Gpu, a: &[f32], b: &[f32], k: usize, n: usize) -> Result<Vec<f3
     }
     let mut fragments = vec![0.0f32; fragment_len(k, n)];
     if !write_fragments(b, k, n, &mut fragments) {
-        return invalid_input!("mma: b must be k × n with k % 8 == 0 and n % 8 == 0 (k = {k}, n = {n}, {} floats)", b.len());
+        return invalid_input!(
+            "mma: b must be k × n with k % 8 == 0 and n % 8 == 0 (k = {k}, n = {n}, {} floats)",
+            b.len()
+        );
     }
     let (k32, n32) = (len_u32(k, "mma k")?, len_u32(n, "mma n")?);
     let (device_a, device_b) = (gpu.upload(a)?, gpu.upload(&fragments)?);
@@ -128,11 +139,7 @@ pub fn mma(gpu: &Gpu, a: &[f32], b: &[f32], k: usize, n: usize) -> Result<Vec<f3
     let f = gpu.function("mlff_selftest_mma")?;
     let shared_mem_bytes = len_u32(operand_bytes(k), "mma shared memory")?;
     crate::gpu::allow_shared_memory(&f, "mlff_selftest_mma", shared_mem_bytes)?;
-    let config = cudarc::driver::LaunchConfig {
-        grid_dim: (1, 1, 1),
-        block_dim: (32, 1, 1),
-        shared_mem_bytes,
-    };
+    let config = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes };
     let mut launch = gpu.stream().launch_builder(&f);
     launch.arg(&device_a).arg(&k32).arg(&device_b).arg(&n32).arg(&mut out);
     unsafe { launch.launch(config) }.map_err(Error::cuda("launching mlff_selftest_mma"))?;

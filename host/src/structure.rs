@@ -69,9 +69,7 @@ impl Structure {
                 let volume = determinant(cell).abs();
                 let scale: f64 = cell.iter().map(|row| norm(row)).product();
                 if !(volume > 1e-9 * scale.max(1e-300)) {
-                    return invalid_input!(
-                        "structure {index}: the cell {cell:?} is singular (volume {volume:.3e} Å³)"
-                    );
+                    return invalid_input!("structure {index}: the cell {cell:?} is singular (volume {volume:.3e} Å³)");
                 }
             }
         }
@@ -174,7 +172,12 @@ mod tests {
         assert!(nan.validate(3).unwrap_err().to_string().contains("structure 3: atom 0"));
         let no_cell = Structure { pbc: [true, false, false], ..ok.clone() };
         assert!(no_cell.validate(0).unwrap_err().to_string().contains("need a cell"));
-        let flat = Structure::periodic(vec![1], vec![[0.0; 3]], [[1.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 1.0]], [true; 3]);
+        let flat = Structure::periodic(
+            vec![1],
+            vec![[0.0; 3]],
+            [[1.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 1.0]],
+            [true; 3],
+        );
         assert!(flat.validate(0).unwrap_err().to_string().contains("singular"));
     }
 

@@ -74,27 +74,57 @@ pub fn grid(rec: &StructureRecord, lo: [f32; 3], hi: [f32; 3], cutoff: f32) -> G
     let mut g = GridRecord::default();
     let count = |extent: f32| -> u32 {
         let b = floor(extent / cut);
-        if b >= 1.0e6 { 1_000_000 } else if b >= 1.0 { b as u32 } else { 1 }
+        if b >= 1.0e6 {
+            1_000_000
+        } else if b >= 1.0 {
+            b as u32
+        } else {
+            1
+        }
     };
     g.periodic = rec.periodic;
     for a in 0..3 {
-        let extent = if rec.periodic[a] != 0 { rec.plane_spacing[a] } else if n == 0 { 0.0 } else { (hi[a] - lo[a]) * rec.plane_spacing[a] };
+        let extent = if rec.periodic[a] != 0 {
+            rec.plane_spacing[a]
+        } else if n == 0 {
+            0.0
+        } else {
+            (hi[a] - lo[a]) * rec.plane_spacing[a]
+        };
         g.bins[a] = count(extent);
         g.origin[a] = if rec.periodic[a] != 0 || n == 0 { 0.0 } else { lo[a] };
     }
     let limit = bin_capacity(n) as u64;
     while (g.bins[0] as u64) * (g.bins[1] as u64) * (g.bins[2] as u64) > limit {
-        let a = if g.bins[0] >= g.bins[1] && g.bins[0] >= g.bins[2] { 0 } else if g.bins[1] >= g.bins[2] { 1 } else { 2 };
+        let a = if g.bins[0] >= g.bins[1] && g.bins[0] >= g.bins[2] {
+            0
+        } else if g.bins[1] >= g.bins[2] {
+            1
+        } else {
+            2
+        };
         g.bins[a] = g.bins[a].div_ceil(2);
     }
     for a in 0..3 {
         let periodic = rec.periodic[a] != 0;
-        let span = if periodic { 1.0 } else if n == 0 { 0.0 } else { hi[a] - g.origin[a] };
+        let span = if periodic {
+            1.0
+        } else if n == 0 {
+            0.0
+        } else {
+            hi[a] - g.origin[a]
+        };
         g.width[a] = (span / g.bins[a] as f32).max(f32::MIN_POSITIVE);
         let plane_width = g.width[a] * rec.plane_spacing[a];
         g.reach[a] = if periodic || g.bins[a] > 1 {
             let r = ceil(cut / plane_width);
-            if r >= 1.0e6 { 1_000_000 } else if r >= 1.0 { r as i32 } else { 1 }
+            if r >= 1.0e6 {
+                1_000_000
+            } else if r >= 1.0 {
+                r as i32
+            } else {
+                1
+            }
         } else {
             0
         };
@@ -117,7 +147,13 @@ pub fn bin_of(p: [f32; 3], rec: &StructureRecord, g: &GridRecord) -> ([i32; 3], 
         }
         let b = floor((x - g.origin[a]) / g.width[a]);
         let top = g.bins[a] as f32 - 1.0;
-        bin[a] = if b < 0.0 { 0 } else if b > top { top as i32 } else { b as i32 };
+        bin[a] = if b < 0.0 {
+            0
+        } else if b > top {
+            top as i32
+        } else {
+            b as i32
+        };
     }
     (bin, wrap)
 }
@@ -203,7 +239,13 @@ pub unsafe fn for_each_candidate_chunk(
 
 /// Sender `j` with image `shift` as seen from receiver `i`: r and d.
 #[inline(always)]
-pub unsafe fn candidate_geometry(i: u32, j: u32, shift: [i32; 3], positions: *const [f32; 3], cell: &[f32; 9]) -> ([f32; 3], f32) {
+pub unsafe fn candidate_geometry(
+    i: u32,
+    j: u32,
+    shift: [i32; 3],
+    positions: *const [f32; 3],
+    cell: &[f32; 9],
+) -> ([f32; 3], f32) {
     edge_vector(*positions.add(i as usize), *positions.add(j as usize), shift_vector(shift, cell))
 }
 
@@ -245,7 +287,14 @@ pub unsafe fn sort_row(src: *mut u32, shift: *mut [i32; 3], len: u32) {
 
 /// Index of the edge (i → j, −S) in the sorted row of j, or `u32::MAX` if absent.
 #[inline(always)]
-pub unsafe fn reverse_edge(i: u32, j: u32, s: [i32; 3], row_ptr: *const u32, src: *const u32, shift: *const [i32; 3]) -> u32 {
+pub unsafe fn reverse_edge(
+    i: u32,
+    j: u32,
+    s: [i32; 3],
+    row_ptr: *const u32,
+    src: *const u32,
+    shift: *const [i32; 3],
+) -> u32 {
     let key = (i, [-s[0], -s[1], -s[2]]);
     let (mut lo, mut hi) = (*row_ptr.add(j as usize), *row_ptr.add(j as usize + 1));
     let end = hi;

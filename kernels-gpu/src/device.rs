@@ -328,7 +328,11 @@ pub mod host {
     pub fn shfl_down_lanes(lanes: &[f32; WARP_SIZE], delta: u32) -> [f32; WARP_SIZE] {
         core::array::from_fn(|lane| {
             let source = lane + delta as usize;
-            if source < WARP_SIZE { lanes[source] } else { lanes[lane] }
+            if source < WARP_SIZE {
+                lanes[source]
+            } else {
+                lanes[lane]
+            }
         })
     }
 

@@ -36,7 +36,13 @@ pub struct Hermite {
 pub fn hermite(d: f32, inv_h: f32, hidden: usize) -> Hermite {
     let x = d * inv_h;
     let top = (TABLE_INTERVALS - 1) as f32;
-    let knot = if x < 0.0 { 0.0 } else if x >= top { top } else { crate::math::floor(x) };
+    let knot = if x < 0.0 {
+        0.0
+    } else if x >= top {
+        top
+    } else {
+        crate::math::floor(x)
+    };
     let t = x - knot;
     let t2 = t * t;
     let t3 = t2 * t;

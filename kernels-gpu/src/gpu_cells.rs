@@ -3,8 +3,8 @@
 //! one thread per atom for the rest.
 
 use crate::cell_list::{
-    bin_of, candidate_geometry, edge_key_less, for_each_candidate_chunk, fractional, grid, linear_bin, reverse_edge, sort_row,
-    MIN_DISTANCE,
+    bin_of, candidate_geometry, edge_key_less, for_each_candidate_chunk, fractional, grid, linear_bin, reverse_edge,
+    sort_row, MIN_DISTANCE,
 };
 use crate::device::gpu;
 use crate::launch_args::{status, CellArgs};

@@ -163,7 +163,11 @@ pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
             let x_j = a.x.add(j * 3 * h);
             let knots = [0, h, 2 * h].map(|q| knots(a.table, &edge.at, q + c, h));
             let rows = [0, 1, 2].map(|x| (j * 3 + x) * h + c);
-            (knots, [*x_j.add(c), *x_j.add(h + c), *x_j.add(2 * h + c), *a.gs_mid.add(j * h + c)], rows.map(|row| [*a.gv_mid.add(row), *a.v.add(row)]))
+            (
+                knots,
+                [*x_j.add(c), *x_j.add(h + c), *x_j.add(2 * h + c), *a.gs_mid.add(j * h + c)],
+                rows.map(|row| [*a.gv_mid.add(row), *a.v.add(row)]),
+            )
         })
     };
     for_each_row_edge_loaded(a, i, CH <= 2, load, |edge, loaded| {
@@ -215,7 +219,12 @@ struct MixingTile<const TA: usize> {
 }
 
 #[inline(always)]
-unsafe fn mixing_tile<const TA: usize, const SPLIT: bool>(a: &ModelArgs, tile: &TileThread, mu_tile: *mut f32, ctx: *mut f32) -> MixingTile<TA> {
+unsafe fn mixing_tile<const TA: usize, const SPLIT: bool>(
+    a: &ModelArgs,
+    tile: &TileThread,
+    mu_tile: *mut f32,
+    ctx: *mut f32,
+) -> MixingTile<TA> {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
     let c = tile.c;
@@ -265,7 +274,8 @@ pub unsafe fn mixing_forward<const TA: usize, const SPLIT: bool>(a: &ModelArgs) 
     gpu::sync_threads();
     let add = tile.dense_if::<TA, SPLIT>(hidden, h, h, a.update_out_t, 3 * h, c, *a.update_out_b.add(c));
     let gate = tile.dense_if::<TA, SPLIT>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c));
-    let scale = tile.dense_if::<TA, SPLIT>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
+    let scale =
+        tile.dense_if::<TA, SPLIT>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
     for t in 0..TA {
         let i = first + t;
         if i < n {
@@ -300,7 +310,8 @@ pub unsafe fn mixing_backward<const TA: usize, const SPLIT: bool>(a: &ModelArgs)
     }
     gpu::sync_threads();
     let gate = tile.dense_if::<TA, SPLIT>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c));
-    let scale = tile.dense_if::<TA, SPLIT>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
+    let scale =
+        tile.dense_if::<TA, SPLIT>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
     gpu::sync_threads();
     // ∂E/∂[a | b | c] into shared memory.
     let g_out = shared;
@@ -318,7 +329,8 @@ pub unsafe fn mixing_backward<const TA: usize, const SPLIT: bool>(a: &ModelArgs)
         }
         let inner = (m.mu_v[0][t] * m.mu_w[0][t] + m.mu_v[1][t] * m.mu_w[1][t]) + m.mu_v[2][t] * m.mu_w[2][t];
         *g_out.add(t * 3 * h + c) = gq[t];
-        *g_out.add(t * 3 * h + h + c) = (gmu[0][t] * m.mu_w[0][t] + gmu[1][t] * m.mu_w[1][t]) + gmu[2][t] * m.mu_w[2][t];
+        *g_out.add(t * 3 * h + h + c) =
+            (gmu[0][t] * m.mu_w[0][t] + gmu[1][t] * m.mu_w[1][t]) + gmu[2][t] * m.mu_w[2][t];
         *g_out.add(t * 3 * h + 2 * h + c) = gq[t] * inner;
     }
     gpu::sync_threads();

@@ -59,7 +59,11 @@ pub(crate) unsafe fn warp_task(a: &ModelArgs) -> Option<(usize, usize)> {
     let warp = gpu::global_id() / 32;
     let groups = a.groups as usize;
     let i = warp / groups;
-    if i < a.num_atoms as usize { Some((i, warp % groups)) } else { None }
+    if i < a.num_atoms as usize {
+        Some((i, warp % groups))
+    } else {
+        None
+    }
 }
 
 /// A row's edge as the edge passes see it: index, sender, unit vector and
@@ -195,7 +199,15 @@ pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
             let c = base + 32 * m;
             let phi = [0, h, 2 * h].map(|q| knots(a.table, &edge.at, q + c, h));
             let j = edge.j;
-            (phi, [*a.s.add(j * h + c), *a.v.add(3 * j * h + c), *a.v.add((3 * j + 1) * h + c), *a.v.add((3 * j + 2) * h + c)])
+            (
+                phi,
+                [
+                    *a.s.add(j * h + c),
+                    *a.v.add(3 * j * h + c),
+                    *a.v.add((3 * j + 1) * h + c),
+                    *a.v.add((3 * j + 2) * h + c),
+                ],
+            )
         })
     };
     for_each_row_edge_loaded(a, i, CH <= 2, load, |edge, loaded| {
@@ -246,7 +258,11 @@ pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
             let phi = [0, h, 2 * h].map(|q| knots(a.table, &edge.at, q + c, h));
             let j = edge.j;
             let v_rows = [0, 1, 2].map(|x| (j * 3 + x) * h + c);
-            (phi, [*a.gs_mid.add(j * h + c), *a.s.add(j * h + c)], v_rows.map(|row| [*a.gv_mid.add(row), *a.v.add(row)]))
+            (
+                phi,
+                [*a.gs_mid.add(j * h + c), *a.s.add(j * h + c)],
+                v_rows.map(|row| [*a.gv_mid.add(row), *a.v.add(row)]),
+            )
         })
     };
     for_each_row_edge_loaded(a, i, CH <= 2, load, |edge, loaded| {
@@ -255,7 +271,8 @@ pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
         let mut gu = [0.0f32; 3];
         for m in 0..CH {
             let (knots, [gs_j, s_j], v_j) = &loaded[m];
-            let [(phi_s, dphi_s), (phi_v1, dphi_v1), (phi_v2, dphi_v2)] = knots.map(|k| (interpolate(&at.w, &k), interpolate(&at.dw, &k)));
+            let [(phi_s, dphi_s), (phi_v1, dphi_v1), (phi_v2, dphi_v2)] =
+                knots.map(|k| (interpolate(&at.w, &k), interpolate(&at.dw, &k)));
             gs_acc[m] = fma(*gs_j, phi_s, gs_acc[m]);
             let gphi_s = gs_i[m] * *s_j;
             let (mut gphi_v1, mut gphi_v2) = (0.0f32, 0.0f32);
@@ -533,7 +550,11 @@ pub(crate) unsafe fn keep_update(a: &ModelArgs, i: usize, c: usize, part: usize,
 /// last atom).
 #[inline(always)]
 pub(crate) unsafe fn kept_update(a: &ModelArgs, i: usize, c: usize, part: usize) -> f32 {
-    if i < a.num_atoms as usize { *kept_slot(a, i, c, part) } else { 0.0 }
+    if i < a.num_atoms as usize {
+        *kept_slot(a, i, c, part)
+    } else {
+        0.0
+    }
 }
 
 /// Adjoint of `update_forward`: from (gs, gv) of the block output to (gs_mid, gv_mid).
@@ -596,7 +617,8 @@ pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
         if i < n {
             gs_out = *a.gs.add(i * h + c);
             let v: [f32; 3] = core::array::from_fn(|x| *a.v_mid.add((i * 3 + x) * h + c));
-            let gv: [f32; 3] = if a.has_gv != 0 { core::array::from_fn(|x| *a.gv.add((i * 3 + x) * h + c)) } else { [0.0; 3] };
+            let gv: [f32; 3] =
+                if a.has_gv != 0 { core::array::from_fn(|x| *a.gv.add((i * 3 + x) * h + c)) } else { [0.0; 3] };
             for x in 0..3 {
                 let mixed = (mx[3 * x] * v[0] + mx[3 * x + 1] * v[1]) + mx[3 * x + 2] * v[2];
                 gg1 += gv[x] * v[x];
@@ -740,7 +762,11 @@ pub unsafe fn edge_gradients(a: &ModelArgs) {
                 adj[q] += part[q];
             }
         }
-        let grad = if d <= a.cutoff { edge_gradient(r, d, adj[0], [adj[1], adj[2], adj[3]], a.unit_epsilon) } else { [0.0; 3] };
+        let grad = if d <= a.cutoff {
+            edge_gradient(r, d, adj[0], [adj[1], adj[2], adj[3]], a.unit_epsilon)
+        } else {
+            [0.0; 3]
+        };
         *a.edge_grad.add(e) = [grad[0], grad[1], grad[2], 0.0];
         for x in 0..3 {
             for y in 0..3 {

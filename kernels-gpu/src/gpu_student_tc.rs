@@ -40,14 +40,26 @@ unsafe fn load_update_input(a: &ModelArgs, first: usize, x: *mut SplitPair) {
 unsafe fn start<const J: usize>(bias: *const f32, tiles: [usize; J]) -> [[f32; 4]; J] {
     let lane = gpu::lane_id();
     core::array::from_fn(|j| {
-        core::array::from_fn(|e| if bias.is_null() { 0.0 } else { *bias.add(8 * tiles[j] + accumulator_position(lane, e).1) })
+        core::array::from_fn(|e| {
+            if bias.is_null() {
+                0.0
+            } else {
+                *bias.add(8 * tiles[j] + accumulator_position(lane, e).1)
+            }
+        })
     })
 }
 
 /// Writes accumulators `acc` of `tiles` into rows of `lda` elements, through `f`
 /// (given the value and its offset).
 #[inline(always)]
-unsafe fn store<const J: usize, T>(acc: &[[f32; 4]; J], tiles: [usize; J], out: *mut T, lda: usize, f: impl Fn(f32, usize) -> T) {
+unsafe fn store<const J: usize, T>(
+    acc: &[[f32; 4]; J],
+    tiles: [usize; J],
+    out: *mut T,
+    lda: usize,
+    f: impl Fn(f32, usize) -> T,
+) {
     for_each_entry(tiles, |j, e, row, col| {
         let at = row * lda + col;
         *out.add(at) = f(acc[j][e], at);
@@ -209,7 +221,8 @@ pub unsafe fn update_backward_tc(a: &ModelArgs) {
             if i < n {
                 gs_out = *a.gs.add(i * h + c);
                 let v: [f32; 3] = core::array::from_fn(|x| *a.v_mid.add((i * 3 + x) * h + c));
-                let gv: [f32; 3] = if a.has_gv != 0 { core::array::from_fn(|x| *a.gv.add((i * 3 + x) * h + c)) } else { [0.0; 3] };
+                let gv: [f32; 3] =
+                    if a.has_gv != 0 { core::array::from_fn(|x| *a.gv.add((i * 3 + x) * h + c)) } else { [0.0; 3] };
                 for x in 0..3 {
                     let mixed = (mx[3 * x] * v[0] + mx[3 * x + 1] * v[1]) + mx[3 * x + 2] * v[2];
                     gg1 += gv[x] * v[x];

@@ -73,7 +73,11 @@ const LN2_LO: f32 = 1.428_606_8e-6;
 /// Round to nearest integer (ties away from zero), without `std`.
 #[inline(always)]
 fn round_to_int(x: f32) -> i32 {
-    if x >= 0.0 { (x + 0.5) as i32 } else { (x - 0.5) as i32 }
+    if x >= 0.0 {
+        (x + 0.5) as i32
+    } else {
+        (x - 0.5) as i32
+    }
 }
 
 /// e^x.
@@ -95,8 +99,7 @@ pub fn exp(x: f32) -> f32 {
     let p = 1.0
         + r * (1.0
             + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
     scale_by_power_of_two(p, k)
 }
 
@@ -106,7 +109,11 @@ fn scale_by_power_of_two(p: f32, k: i32) -> f32 {
     if k > -126 {
         let k1 = if k > 127 { 127 } else { k };
         let r = p * f32::from_bits(((k1 + 127) as u32) << 23);
-        if k > 127 { r * 2.0 } else { r }
+        if k > 127 {
+            r * 2.0
+        } else {
+            r
+        }
     } else {
         // Two steps so that neither factor underflows on its own.
         p * f32::from_bits(((k + 100 + 127) as u32) << 23) * f32::from_bits(((127 - 100) as u32) << 23)
@@ -309,7 +316,11 @@ fn floor_portable(x: f32) -> f32 {
         return x;
     }
     let t = x as i32 as f32;
-    if t > x { t - 1.0 } else { t }
+    if t > x {
+        t - 1.0
+    } else {
+        t
+    }
 }
 
 /// ceil(x) for finite x.

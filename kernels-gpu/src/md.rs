@@ -122,7 +122,8 @@ mod tests {
         assert!(mean.abs() < 0.02, "mean {mean}");
         assert!((var - 1.0).abs() < 0.03, "variance {var}");
         assert!((kurt - 3.0).abs() < 0.15, "kurtosis {kurt}");
-        let lag: f64 = draws.windows(2).map(|w| w[0][0] as f64 * w[1][0] as f64).sum::<f64>() / (draws.len() - 1) as f64;
+        let lag: f64 =
+            draws.windows(2).map(|w| w[0][0] as f64 * w[1][0] as f64).sum::<f64>() / (draws.len() - 1) as f64;
         assert!(lag.abs() < 0.03, "neighbouring atoms correlate: {lag}");
         assert_ne!(gaussians(7, 3, 0), gaussians(7, 4, 0));
         assert_ne!(gaussians(7, 3, 0), gaussians(8, 3, 0));

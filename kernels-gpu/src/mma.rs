@@ -40,7 +40,11 @@ pub const fn fragment_len(k_len: usize, n_len: usize) -> usize {
 pub fn tf32_split(x: f32) -> (f32, f32) {
     #[inline(always)]
     fn round(x: f32) -> f32 {
-        if x.is_finite() { f32::from_bits((x.to_bits().wrapping_add(0x1000)) & 0xffff_e000) } else { x }
+        if x.is_finite() {
+            f32::from_bits((x.to_bits().wrapping_add(0x1000)) & 0xffff_e000)
+        } else {
+            x
+        }
     }
     if !x.is_finite() {
         return (x, 0.0);
@@ -158,7 +162,12 @@ mod gpu {
 
     /// Lane's B fragments (both halves) of `tiles` for k-step `step`.
     #[inline(always)]
-    unsafe fn load_step<const J: usize>(b_lane: *const f32, tiles: &[usize; J], steps: usize, step: usize) -> [[f32; 4]; J] {
+    unsafe fn load_step<const J: usize>(
+        b_lane: *const f32,
+        tiles: &[usize; J],
+        steps: usize,
+        step: usize,
+    ) -> [[f32; 4]; J] {
         let mut quads = [[0.0f32; 4]; J];
         for j in 0..J {
             quads[j] = load_quad(b_lane.add((tiles[j] * steps + step) * 128));
@@ -176,7 +185,12 @@ mod gpu {
         step: usize,
     ) {
         let k = 8 * step;
-        let x = [load_shared_pair(a0.add(k)), load_shared_pair(a8.add(k)), load_shared_pair(a0.add(k + 4)), load_shared_pair(a8.add(k + 4))];
+        let x = [
+            load_shared_pair(a0.add(k)),
+            load_shared_pair(a8.add(k)),
+            load_shared_pair(a0.add(k + 4)),
+            load_shared_pair(a8.add(k + 4)),
+        ];
         let a_big = [x[0].big, x[1].big, x[2].big, x[3].big];
         let a_small = [x[0].small, x[1].small, x[2].small, x[3].small];
         for j in 0..J {

@@ -284,7 +284,14 @@ fn mixing_forward<'s>(q: &[f32], mu: &[f32], p: &PainnBlockParams, scratch: &'s 
 
 /// Mixing step of one atom: [μV | μW] = U μ, [a|b|c] = MLP([q ‖ ‖μV‖]),
 /// q_out = q + a + c∘⟨μV, μW⟩, μ_out = μ + b∘μW.
-pub fn mixing_atom(q: &[f32], mu: &[f32], p: &PainnBlockParams, scratch: &mut [f32], q_out: &mut [f32], mu_out: &mut [f32]) {
+pub fn mixing_atom(
+    q: &[f32],
+    mu: &[f32],
+    p: &PainnBlockParams,
+    scratch: &mut [f32],
+    q_out: &mut [f32],
+    mu_out: &mut [f32],
+) {
     let f = q.len();
     let m = mixing_forward(q, mu, p, scratch);
     for c in 0..f {

@@ -28,7 +28,11 @@ pub unsafe extern "ptx-kernel" fn mlff_selftest_atomic_add(values: *const f32, n
 /// Every lane of a partial last warp takes part (loading 0), as shuffles require.
 #[inline(always)]
 unsafe fn load_or_zero(input: *const f32, n: u32, i: usize) -> f32 {
-    if i < n as usize { *input.add(i) } else { 0.0 }
+    if i < n as usize {
+        *input.add(i)
+    } else {
+        0.0
+    }
 }
 
 #[no_mangle]
@@ -169,10 +173,36 @@ macro_rules! instantiate {
     )*};
 }
 
-instantiate!(gpu_student::message_forward, mlff_student_message_c1 = 1, mlff_student_message_c2 = 2, mlff_student_message_c4 = 4, mlff_student_message_c8 = 8);
-instantiate!(gpu_student::message_backward, mlff_student_message_back_c1 = 1, mlff_student_message_back_c2 = 2, mlff_student_message_back_c4 = 4, mlff_student_message_back_c8 = 8);
-instantiate!(gpu_student::update_forward, mlff_student_update_t1 = 1, mlff_student_update_t2 = 2, mlff_student_update_t4 = 4, mlff_student_update_t8 = 8, mlff_student_update_t16 = 16);
-instantiate!(gpu_student::update_backward, mlff_student_update_back_t1 = 1, mlff_student_update_back_t2 = 2, mlff_student_update_back_t4 = 4, mlff_student_update_back_t8 = 8, mlff_student_update_back_t16 = 16);
+instantiate!(
+    gpu_student::message_forward,
+    mlff_student_message_c1 = 1,
+    mlff_student_message_c2 = 2,
+    mlff_student_message_c4 = 4,
+    mlff_student_message_c8 = 8
+);
+instantiate!(
+    gpu_student::message_backward,
+    mlff_student_message_back_c1 = 1,
+    mlff_student_message_back_c2 = 2,
+    mlff_student_message_back_c4 = 4,
+    mlff_student_message_back_c8 = 8
+);
+instantiate!(
+    gpu_student::update_forward,
+    mlff_student_update_t1 = 1,
+    mlff_student_update_t2 = 2,
+    mlff_student_update_t4 = 4,
+    mlff_student_update_t8 = 8,
+    mlff_student_update_t16 = 16
+);
+instantiate!(
+    gpu_student::update_backward,
+    mlff_student_update_back_t1 = 1,
+    mlff_student_update_back_t2 = 2,
+    mlff_student_update_back_t4 = 4,
+    mlff_student_update_back_t8 = 8,
+    mlff_student_update_back_t16 = 16
+);
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn mlff_student_update_tc(a: ModelArgs) {
     crate::gpu_student_tc::update_forward_tc(&a)
@@ -181,12 +211,31 @@ pub unsafe extern "ptx-kernel" fn mlff_student_update_tc(a: ModelArgs) {
 pub unsafe extern "ptx-kernel" fn mlff_student_update_back_tc(a: ModelArgs) {
     crate::gpu_student_tc::update_backward_tc(&a)
 }
-instantiate!(gpu_student::readout, mlff_student_readout_t1 = 1, mlff_student_readout_t2 = 2, mlff_student_readout_t4 = 4, mlff_student_readout_t8 = 8, mlff_student_readout_t16 = 16);
+instantiate!(
+    gpu_student::readout,
+    mlff_student_readout_t1 = 1,
+    mlff_student_readout_t2 = 2,
+    mlff_student_readout_t4 = 4,
+    mlff_student_readout_t8 = 8,
+    mlff_student_readout_t16 = 16
+);
 
 // ---- PaiNN ------------------------------------------------------------------------
 
-instantiate!(gpu_painn::message_forward, mlff_painn_message_c1 = 1, mlff_painn_message_c2 = 2, mlff_painn_message_c4 = 4, mlff_painn_message_c8 = 8);
-instantiate!(gpu_painn::message_backward, mlff_painn_message_back_c1 = 1, mlff_painn_message_back_c2 = 2, mlff_painn_message_back_c4 = 4, mlff_painn_message_back_c8 = 8);
+instantiate!(
+    gpu_painn::message_forward,
+    mlff_painn_message_c1 = 1,
+    mlff_painn_message_c2 = 2,
+    mlff_painn_message_c4 = 4,
+    mlff_painn_message_c8 = 8
+);
+instantiate!(
+    gpu_painn::message_backward,
+    mlff_painn_message_back_c1 = 1,
+    mlff_painn_message_back_c2 = 2,
+    mlff_painn_message_back_c4 = 4,
+    mlff_painn_message_back_c8 = 8
+);
 /// `$name` for each (tile atoms, split-K) pair of the PaiNN atom-tile kernels.
 macro_rules! instantiate_split {
     ($module:ident::$body:ident, $($entry:ident = $n:literal, $split:literal),*) => {$(
@@ -197,10 +246,66 @@ macro_rules! instantiate_split {
     )*};
 }
 
-instantiate_split!(gpu_painn::context, mlff_painn_context_t2 = 2, false, mlff_painn_context_t2_split = 2, true, mlff_painn_context_t4 = 4, false, mlff_painn_context_t8 = 8, false, mlff_painn_context_t4_split = 4, true, mlff_painn_context_t8_split = 8, true);
-instantiate_split!(gpu_painn::context_backward, mlff_painn_context_back_t2 = 2, false, mlff_painn_context_back_t2_split = 2, true, mlff_painn_context_back_t4 = 4, false, mlff_painn_context_back_t8 = 8, false, mlff_painn_context_back_t4_split = 4, true, mlff_painn_context_back_t8_split = 8, true);
-instantiate_split!(gpu_painn::mixing_forward, mlff_painn_mixing_t2 = 2, false, mlff_painn_mixing_t2_split = 2, true, mlff_painn_mixing_t4 = 4, false, mlff_painn_mixing_t8 = 8, false, mlff_painn_mixing_t4_split = 4, true, mlff_painn_mixing_t8_split = 8, true);
-instantiate_split!(gpu_painn::mixing_backward, mlff_painn_mixing_back_t2 = 2, false, mlff_painn_mixing_back_t2_split = 2, true, mlff_painn_mixing_back_t4 = 4, false, mlff_painn_mixing_back_t8 = 8, false, mlff_painn_mixing_back_t4_split = 4, true, mlff_painn_mixing_back_t8_split = 8, true);
+instantiate_split!(
+    gpu_painn::context,
+    mlff_painn_context_t2 = 2,
+    false,
+    mlff_painn_context_t2_split = 2,
+    true,
+    mlff_painn_context_t4 = 4,
+    false,
+    mlff_painn_context_t8 = 8,
+    false,
+    mlff_painn_context_t4_split = 4,
+    true,
+    mlff_painn_context_t8_split = 8,
+    true
+);
+instantiate_split!(
+    gpu_painn::context_backward,
+    mlff_painn_context_back_t2 = 2,
+    false,
+    mlff_painn_context_back_t2_split = 2,
+    true,
+    mlff_painn_context_back_t4 = 4,
+    false,
+    mlff_painn_context_back_t8 = 8,
+    false,
+    mlff_painn_context_back_t4_split = 4,
+    true,
+    mlff_painn_context_back_t8_split = 8,
+    true
+);
+instantiate_split!(
+    gpu_painn::mixing_forward,
+    mlff_painn_mixing_t2 = 2,
+    false,
+    mlff_painn_mixing_t2_split = 2,
+    true,
+    mlff_painn_mixing_t4 = 4,
+    false,
+    mlff_painn_mixing_t8 = 8,
+    false,
+    mlff_painn_mixing_t4_split = 4,
+    true,
+    mlff_painn_mixing_t8_split = 8,
+    true
+);
+instantiate_split!(
+    gpu_painn::mixing_backward,
+    mlff_painn_mixing_back_t2 = 2,
+    false,
+    mlff_painn_mixing_back_t2_split = 2,
+    true,
+    mlff_painn_mixing_back_t4 = 4,
+    false,
+    mlff_painn_mixing_back_t8 = 8,
+    false,
+    mlff_painn_mixing_back_t4_split = 4,
+    true,
+    mlff_painn_mixing_back_t8_split = 8,
+    true
+);
 instantiate!(gpu_painn::readout, mlff_painn_readout_t2 = 2, mlff_painn_readout_t4 = 4, mlff_painn_readout_t8 = 8);
 
 #[no_mangle]

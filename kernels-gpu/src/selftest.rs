@@ -28,8 +28,7 @@ pub fn warp_lanes(input: &[f32], warp: usize) -> [f32; WARP_SIZE] {
 pub fn shuffle_host(input: &[f32], output: &mut [f32], amount: u32, xor: bool) {
     for (warp, out) in output.chunks_mut(WARP_SIZE).enumerate() {
         let lanes = warp_lanes(input, warp);
-        let shuffled =
-            if xor { host::shfl_xor_lanes(&lanes, amount) } else { host::shfl_down_lanes(&lanes, amount) };
+        let shuffled = if xor { host::shfl_xor_lanes(&lanes, amount) } else { host::shfl_down_lanes(&lanes, amount) };
         out.copy_from_slice(&shuffled[..out.len()]);
     }
 }

@@ -137,7 +137,12 @@ struct UpdateForward<'a> {
 /// Multiples of H of scratch `update_forward` uses.
 const UPDATE_FORWARD_SCRATCH: usize = 10;
 
-fn update_forward<'s>(s_mid: &[f32], v_mid: &[f32], p: &InteractionParams, scratch: &'s mut [f32]) -> UpdateForward<'s> {
+fn update_forward<'s>(
+    s_mid: &[f32],
+    v_mid: &[f32],
+    p: &InteractionParams,
+    scratch: &'s mut [f32],
+) -> UpdateForward<'s> {
     let h = s_mid.len();
     let [input, hidden, dsilu, out, mixed] = split(scratch, [2 * h, h, h, 3 * h, 3 * h]);
     input[..h].copy_from_slice(s_mid);
@@ -151,8 +156,7 @@ fn update_forward<'s>(s_mid: &[f32], v_mid: &[f32], p: &InteractionParams, scrat
     let m = &p.mixing;
     for x in 0..3 {
         for c in 0..h {
-            mixed[x * h + c] =
-                (m[3 * x] * v_mid[c] + m[3 * x + 1] * v_mid[h + c]) + m[3 * x + 2] * v_mid[2 * h + c];
+            mixed[x * h + c] = (m[3 * x] * v_mid[c] + m[3 * x + 1] * v_mid[h + c]) + m[3 * x + 2] * v_mid[2 * h + c];
         }
     }
     let norm = &input[h..];

@@ -27,5 +27,9 @@ pub const fn backward_shared_bytes(hidden: usize) -> usize {
     let operands = operand_bytes(hidden) + operand_bytes(3 * hidden);
     let layers = operands + TILE_ROWS * padded(hidden) * 4;
     let input = forward_shared_bytes(hidden);
-    if layers > input { layers } else { input }
+    if layers > input {
+        layers
+    } else {
+        input
+    }
 }

@@ -70,7 +70,13 @@ pub(super) struct GpuDynamics {
 }
 
 impl GpuDynamics {
-    pub(super) fn new(gpu: Arc<Gpu>, model: &Model, batch: &Batch, masses: &[f32], integrator: Integrator) -> Result<Self> {
+    pub(super) fn new(
+        gpu: Arc<Gpu>,
+        model: &Model,
+        batch: &Batch,
+        masses: &[f32],
+        integrator: Integrator,
+    ) -> Result<Self> {
         let (n, s) = (batch.num_atoms(), batch.num_structures());
         let weights = GpuWeights::new(gpu.clone(), model.weights())?;
         let mut workspace = Workspace::new(&weights, batch)?;
@@ -138,7 +144,8 @@ impl GpuDynamics {
         if structures == 0 {
             return Ok(());
         }
-        let per_structure = LaunchConfig { grid_dim: (structures as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 256 * 8 };
+        let per_structure =
+            LaunchConfig { grid_dim: (structures as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 256 * 8 };
         self.gpu.launch("mlff_md_kinetic", per_structure, &self.args())
     }
 
@@ -161,7 +168,8 @@ impl GpuDynamics {
             let graph = gpu.capture(|| self.enqueue_chunk(steps))?;
             self.graphs.push((steps, graph));
         }
-        let (_, graph) = self.graphs.iter().find(|(k, _)| *k == steps).ok_or_else(|| Error::Unsupported("no MD graph".into()))?;
+        let (_, graph) =
+            self.graphs.iter().find(|(k, _)| *k == steps).ok_or_else(|| Error::Unsupported("no MD graph".into()))?;
         graph.launch().map_err(Error::cuda("replaying the MD graph"))
     }
 
@@ -240,7 +248,8 @@ impl GpuDynamics {
                 continue;
             }
             let Some(slot) = pending.pop_front() else { break };
-            let mark = self.slots[slot].mark.take().ok_or_else(|| Error::Unsupported("MD report without a mark".into()))?;
+            let mark =
+                self.slots[slot].mark.take().ok_or_else(|| Error::Unsupported("MD report without a mark".into()))?;
             self.gpu.wait_for(&mark)?;
             if self.slots[slot].md_status[md_status::FROZEN] != 0 {
                 // Later chunks ran frozen; wait for them, mend, and go back.

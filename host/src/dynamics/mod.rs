@@ -67,7 +67,11 @@ impl Report<'_> {
     pub fn temperature(&self, s: usize) -> f64 {
         let n = self.offsets[s + 1] - self.offsets[s];
         let dof = if n > 1 { 3 * n - 3 } else { 3 * n };
-        if dof == 0 { 0.0 } else { 2.0 * self.kinetic[s] / (dof as f64 * BOLTZMANN) }
+        if dof == 0 {
+            0.0
+        } else {
+            2.0 * self.kinetic[s] / (dof as f64 * BOLTZMANN)
+        }
     }
 }
 
@@ -122,10 +126,16 @@ impl Dynamics {
         let masses = batch
             .numbers
             .iter()
-            .map(|&z| elements::mass(z).map(|m| m as f32).ok_or_else(|| Error::InvalidInput(format!("no mass known for element {z}"))))
+            .map(|&z| {
+                elements::mass(z)
+                    .map(|m| m as f32)
+                    .ok_or_else(|| Error::InvalidInput(format!("no mass known for element {z}")))
+            })
             .collect::<Result<Vec<_>>>()?;
         let engine = match device {
-            Device::Gpu(g) => Engine::Gpu(Box::new(gpu::GpuDynamics::new(g.clone(), model, &batch, &masses, integrator)?)),
+            Device::Gpu(g) => {
+                Engine::Gpu(Box::new(gpu::GpuDynamics::new(g.clone(), model, &batch, &masses, integrator)?))
+            }
             Device::Cpu(_) => {
                 let mut state = CpuState {
                     model: model.clone(),
@@ -214,7 +224,12 @@ impl Dynamics {
 
     /// Integrates `steps` steps, showing the state to `on_report` every `report_every`
     /// steps and after the last. An error from `on_report` stops the run.
-    pub fn run(&mut self, steps: u64, report_every: u64, mut on_report: impl FnMut(&Report) -> Result<()>) -> Result<RunSummary> {
+    pub fn run(
+        &mut self,
+        steps: u64,
+        report_every: u64,
+        mut on_report: impl FnMut(&Report) -> Result<()>,
+    ) -> Result<RunSummary> {
         if report_every == 0 {
             return invalid_input!("report_every must be at least 1");
         }
@@ -274,7 +289,9 @@ fn check_temperature(temperature: f64) -> Result<()> {
 
 fn kinetic_energies(batch: &Batch, masses: &[f32], velocities: &[[f32; 3]]) -> Vec<f64> {
     (0..batch.num_structures())
-        .map(|s| (batch.offsets[s]..batch.offsets[s + 1]).map(|i| integrate::kinetic_energy(velocities[i], masses[i])).sum())
+        .map(|s| {
+            (batch.offsets[s]..batch.offsets[s + 1]).map(|i| integrate::kinetic_energy(velocities[i], masses[i])).sum()
+        })
         .collect()
 }
 

@@ -6,8 +6,8 @@ use crate::cpu::Cpu;
 use crate::neighbors::NeighborList;
 use crate::structure::Batch;
 use mlff_kernels::student::{
-    atom_scratch_len, edge_scratch_len, message_backward_row, message_row, readout_atom,
-    readout_backward_atom, update_atom, update_backward_atom,
+    atom_scratch_len, edge_scratch_len, message_backward_row, message_row, readout_atom, readout_backward_atom,
+    update_atom, update_backward_atom,
 };
 use rayon::prelude::*;
 
@@ -99,20 +99,18 @@ fn evaluate_in_pool(w: &StudentWeights, batch: &Batch, list: &NeighborList, want
 
     // Adjoint: ∂E/∂s of the final state, then back through every block.
     let mut gs = vec![0.0f32; n * h];
-    gs.par_chunks_mut(h).zip(s.par_chunks(h)).for_each_init(atom_scratch, |scratch, (g, s_atom)| {
-        readout_backward_atom(s_atom, &readout, scratch, g)
-    });
+    gs.par_chunks_mut(h)
+        .zip(s.par_chunks(h))
+        .for_each_init(atom_scratch, |scratch, (g, s_atom)| readout_backward_atom(s_atom, &readout, scratch, g));
     let mut gv: Option<Vec<f32>> = None;
     let mut edge_grad = vec![[0.0f32; 3]; list.num_edges()];
     for (t, block) in blocks.iter().enumerate().rev() {
         let p = w.interaction(t);
         let mut gs_mid = vec![0.0f32; n * h];
         let mut gv_mid = vec![0.0f32; n * 3 * h];
-        gs_mid
-            .par_chunks_mut(h)
-            .zip(gv_mid.par_chunks_mut(3 * h))
-            .enumerate()
-            .for_each_init(atom_scratch, |scratch, (i, (gsm, gvm))| {
+        gs_mid.par_chunks_mut(h).zip(gv_mid.par_chunks_mut(3 * h)).enumerate().for_each_init(
+            atom_scratch,
+            |scratch, (i, (gsm, gvm))| {
                 let gv_out = gv.as_ref().map(|g| &g[i * 3 * h..(i + 1) * 3 * h]);
                 update_backward_atom(
                     &block.s_mid[i * h..(i + 1) * h],
@@ -124,16 +122,14 @@ fn evaluate_in_pool(w: &StudentWeights, batch: &Batch, list: &NeighborList, want
                     gsm,
                     gvm,
                 )
-            });
+            },
+        );
         let mut gs_in = vec![0.0f32; n * h];
         let mut gv_in = vec![0.0f32; n * 3 * h];
         let rows = split_rows(&mut edge_grad, &list.row_ptr);
-        gs_in
-            .par_chunks_mut(h)
-            .zip(gv_in.par_chunks_mut(3 * h))
-            .zip(rows.into_par_iter())
-            .enumerate()
-            .for_each_init(edge_scratch, |scratch, (i, ((gsi, gvi), row_grad))| {
+        gs_in.par_chunks_mut(h).zip(gv_in.par_chunks_mut(3 * h)).zip(rows.into_par_iter()).enumerate().for_each_init(
+            edge_scratch,
+            |scratch, (i, ((gsi, gvi), row_grad))| {
                 message_backward_row(
                     i,
                     list.row(i),
@@ -150,7 +146,8 @@ fn evaluate_in_pool(w: &StudentWeights, batch: &Batch, list: &NeighborList, want
                     gvi,
                     row_grad,
                 )
-            });
+            },
+        );
         gs = gs_in;
         gv = Some(gv_in);
     }

@@ -28,7 +28,12 @@ struct DeviceLinear {
 
 impl DeviceLinear {
     fn new(gpu: &Gpu, l: &Linear) -> Result<Self> {
-        Ok(DeviceLinear { weight_t: gpu.upload(&l.weight_t)?, weight: gpu.upload(&l.weight())?, bias: gpu.upload(&l.bias)?, tensor_core: None })
+        Ok(DeviceLinear {
+            weight_t: gpu.upload(&l.weight_t)?,
+            weight: gpu.upload(&l.weight())?,
+            bias: gpu.upload(&l.bias)?,
+            tensor_core: None,
+        })
     }
 
     /// `new`, plus the fragment layouts for the tensor-core kernels where the sizes
@@ -41,7 +46,12 @@ impl DeviceLinear {
         let fits = mlff_kernels::mma::write_fragments(&l.weight_t, inputs, outputs, &mut forward)
             && mlff_kernels::mma::write_fragments(&weight, outputs, inputs, &mut backward);
         let tensor_core = if fits { Some((gpu.upload(&forward)?, gpu.upload(&backward)?)) } else { None };
-        Ok(DeviceLinear { weight_t: gpu.upload(&l.weight_t)?, weight: gpu.upload(&weight)?, bias: gpu.upload(&l.bias)?, tensor_core })
+        Ok(DeviceLinear {
+            weight_t: gpu.upload(&l.weight_t)?,
+            weight: gpu.upload(&weight)?,
+            bias: gpu.upload(&l.bias)?,
+            tensor_core,
+        })
     }
 
     /// Device addresses of the fragment-layout weights (forward, backward), or nulls.
@@ -173,7 +183,8 @@ impl GpuWeights {
     /// forces the choice, to compare.
     fn tensor_core_updates(&self, atoms: usize) -> bool {
         let DeviceBlocks::Student(blocks) = &self.blocks else { return false };
-        let possible = self.hidden <= 128 && blocks.iter().all(|b| b.update_in.tensor_core.is_some() && b.update_out.tensor_core.is_some());
+        let possible = self.hidden <= 128
+            && blocks.iter().all(|b| b.update_in.tensor_core.is_some() && b.update_out.tensor_core.is_some());
         match std::env::var("MLFF_TENSOR_CORES").as_deref() {
             Ok("0") => false,
             Ok("1") => possible,
@@ -400,7 +411,9 @@ impl Workspace {
             v: zeros(3 * n * h)?,
             s_mid: (0..t).map(|_| zeros(n * h)).collect::<Result<_>>()?,
             v_mid: (0..t).map(|_| zeros(3 * n * h)).collect::<Result<_>>()?,
-            kept_inputs: (1..if keep { t } else { 1 }).map(|_| Ok((zeros(n * h)?, zeros(3 * n * h)?))).collect::<Result<_>>()?,
+            kept_inputs: (1..if keep { t } else { 1 })
+                .map(|_| Ok((zeros(n * h)?, zeros(3 * n * h)?)))
+                .collect::<Result<_>>()?,
             kept_update: (0..if keep { t } else { 0 }).map(|_| zeros(3 * n * h)).collect::<Result<_>>()?,
             gs: zeros(n * h)?,
             gv: zeros(3 * n * h)?,
@@ -621,7 +634,11 @@ impl Workspace {
         let h = w.hidden;
         let base = ModelArgs { want_gradient: want_forces as u32, ..self.args(w) };
         let ta = tile_atoms(h, n);
-        let tiles = LaunchConfig { grid_dim: (n.div_ceil(ta).max(1) as u32, 1, 1), block_dim: (h as u32, 1, 1), shared_mem_bytes: 0 };
+        let tiles = LaunchConfig {
+            grid_dim: (n.div_ceil(ta).max(1) as u32, 1, 1),
+            block_dim: (h as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let edge_warps = grid_1d(32 * n * self.groups, 128)?;
         let ch = h / (32 * self.groups);
         let (message, message_back) = message_kernels(ch);
@@ -709,7 +726,8 @@ impl Workspace {
             gpu.launch(message, edge_warps, &a)?;
             gpu.launch(mixing, tile(5), &a)?;
         }
-        let readout_tile = LaunchConfig { block_dim: (h as u32, 1, 1), shared_mem_bytes: (2 * h * ta * 4) as u32, ..tile(0) };
+        let readout_tile =
+            LaunchConfig { block_dim: (h as u32, 1, 1), shared_mem_bytes: (2 * h * ta * 4) as u32, ..tile(0) };
         gpu.launch(readout, readout_tile, &base)?;
         if !want_forces {
             return Ok(());
@@ -735,7 +753,8 @@ impl Workspace {
             return Ok(());
         }
         let base = self.args(w);
-        let sums_args = ModelArgs { atom_virial: if with_virials { base.atom_virial } else { std::ptr::null_mut() }, ..base };
+        let sums_args =
+            ModelArgs { atom_virial: if with_virials { base.atom_virial } else { std::ptr::null_mut() }, ..base };
         let per_structure = LaunchConfig {
             grid_dim: (self.num_structures as u32, 1, 1),
             block_dim: (256, 1, 1),
@@ -746,7 +765,13 @@ impl Workspace {
 
     /// Evaluates the batch at `positions` (one call; a graph replay when the shape
     /// repeats). Grows the edge buffers and repeats if the edges did not fit.
-    pub fn run(&mut self, w: &GpuWeights, positions: &[[f32; 3]], want_forces: bool, batch: &Batch) -> Result<GpuOutput> {
+    pub fn run(
+        &mut self,
+        w: &GpuWeights,
+        positions: &[[f32; 3]],
+        want_forces: bool,
+        batch: &Batch,
+    ) -> Result<GpuOutput> {
         if positions.len() != self.num_atoms {
             return invalid_input!("{} positions for a workspace of {} atoms", positions.len(), self.num_atoms);
         }
@@ -781,11 +806,11 @@ impl Workspace {
         let s = self.num_structures;
         let out = &self.structure_out_host;
         let energies = (0..s).map(|k| out[k * STRUCTURE_OUT_WORDS]).collect();
-        let virials = want_forces.then(|| {
-            (0..s).map(|k| std::array::from_fn(|q| out[k * STRUCTURE_OUT_WORDS + 1 + q])).collect()
-        });
+        let virials = want_forces
+            .then(|| (0..s).map(|k| std::array::from_fn(|q| out[k * STRUCTURE_OUT_WORDS + 1 + q])).collect());
         let n = self.num_atoms;
-        let forces = want_forces.then(|| (0..n).map(|i| std::array::from_fn(|x| self.forces_host[3 * i + x])).collect());
+        let forces =
+            want_forces.then(|| (0..n).map(|i| std::array::from_fn(|x| self.forces_host[3 * i + x])).collect());
         Ok(GpuOutput { energies, atom_energies: self.atom_energy_host[..n].to_vec(), forces, virials })
     }
 
@@ -806,8 +831,11 @@ impl Workspace {
     pub fn bytes(&self) -> usize {
         let hidden = self.s.len() / self.num_atoms.max(1);
         let painn = self.x.len() > 1;
-        let kept = 4 * self.kept_inputs.len() * (self.s.len() + self.v.len()) + 4 * self.kept_update.iter().map(|k| k.len()).sum::<usize>();
-        self.num_atoms * bytes_per_atom(hidden, self.s_mid.len(), painn) + self.edge_capacity() * bytes_per_edge(self.groups) + kept
+        let kept = 4 * self.kept_inputs.len() * (self.s.len() + self.v.len())
+            + 4 * self.kept_update.iter().map(|k| k.len()).sum::<usize>();
+        self.num_atoms * bytes_per_atom(hidden, self.s_mid.len(), painn)
+            + self.edge_capacity() * bytes_per_edge(self.groups)
+            + kept
     }
 }
 
@@ -847,12 +875,48 @@ fn readout_tile_atoms(update_tile_atoms: usize) -> usize {
 /// its adjoint, mixing, its adjoint, readout).
 fn painn_tile_kernels(ta: usize, split: bool) -> [&'static str; 5] {
     match (ta, split) {
-        (2, false) => ["mlff_painn_context_t2", "mlff_painn_context_back_t2", "mlff_painn_mixing_t2", "mlff_painn_mixing_back_t2", "mlff_painn_readout_t2"],
-        (2, true) => ["mlff_painn_context_t2_split", "mlff_painn_context_back_t2_split", "mlff_painn_mixing_t2_split", "mlff_painn_mixing_back_t2_split", "mlff_painn_readout_t2"],
-        (8, false) => ["mlff_painn_context_t8", "mlff_painn_context_back_t8", "mlff_painn_mixing_t8", "mlff_painn_mixing_back_t8", "mlff_painn_readout_t8"],
-        (8, true) => ["mlff_painn_context_t8_split", "mlff_painn_context_back_t8_split", "mlff_painn_mixing_t8_split", "mlff_painn_mixing_back_t8_split", "mlff_painn_readout_t8"],
-        (_, false) => ["mlff_painn_context_t4", "mlff_painn_context_back_t4", "mlff_painn_mixing_t4", "mlff_painn_mixing_back_t4", "mlff_painn_readout_t4"],
-        (_, true) => ["mlff_painn_context_t4_split", "mlff_painn_context_back_t4_split", "mlff_painn_mixing_t4_split", "mlff_painn_mixing_back_t4_split", "mlff_painn_readout_t4"],
+        (2, false) => [
+            "mlff_painn_context_t2",
+            "mlff_painn_context_back_t2",
+            "mlff_painn_mixing_t2",
+            "mlff_painn_mixing_back_t2",
+            "mlff_painn_readout_t2",
+        ],
+        (2, true) => [
+            "mlff_painn_context_t2_split",
+            "mlff_painn_context_back_t2_split",
+            "mlff_painn_mixing_t2_split",
+            "mlff_painn_mixing_back_t2_split",
+            "mlff_painn_readout_t2",
+        ],
+        (8, false) => [
+            "mlff_painn_context_t8",
+            "mlff_painn_context_back_t8",
+            "mlff_painn_mixing_t8",
+            "mlff_painn_mixing_back_t8",
+            "mlff_painn_readout_t8",
+        ],
+        (8, true) => [
+            "mlff_painn_context_t8_split",
+            "mlff_painn_context_back_t8_split",
+            "mlff_painn_mixing_t8_split",
+            "mlff_painn_mixing_back_t8_split",
+            "mlff_painn_readout_t8",
+        ],
+        (_, false) => [
+            "mlff_painn_context_t4",
+            "mlff_painn_context_back_t4",
+            "mlff_painn_mixing_t4",
+            "mlff_painn_mixing_back_t4",
+            "mlff_painn_readout_t4",
+        ],
+        (_, true) => [
+            "mlff_painn_context_t4_split",
+            "mlff_painn_context_back_t4_split",
+            "mlff_painn_mixing_t4_split",
+            "mlff_painn_mixing_back_t4_split",
+            "mlff_painn_readout_t4",
+        ],
     }
 }
 
@@ -866,7 +930,15 @@ mod tests {
             return;
         }
         // (hidden, atoms) → groups: ≤ 2 channels a lane, more groups for small inputs.
-        for (h, atoms, groups) in [(128, 24, 4), (128, 1_000, 4), (128, 10_000, 2), (128, 1_000_000, 2), (256, 1_000_000, 4), (64, 1_000_000, 1), (32, 24, 1)] {
+        for (h, atoms, groups) in [
+            (128, 24, 4),
+            (128, 1_000, 4),
+            (128, 10_000, 2),
+            (128, 1_000_000, 2),
+            (256, 1_000_000, 4),
+            (64, 1_000_000, 1),
+            (32, 24, 1),
+        ] {
             let g = channel_groups(h, atoms);
             assert_eq!(g, groups, "H={h}, {atoms} atoms");
             assert!(h / (32 * g) <= 2 && h % (32 * g) == 0);

@@ -12,11 +12,11 @@ use crate::device::Device;
 use crate::error::{invalid_input, Error, Result};
 use crate::neighbors::{neighbor_list, NeighborList};
 use crate::structure::{Batch, Structure};
+use painn::{PainnConfig, PainnWeights};
 use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use painn::{PainnConfig, PainnWeights};
 use student::{StudentConfig, StudentWeights};
 
 /// Energy, forces and (for periodic structures) stress of one structure.
@@ -76,17 +76,19 @@ impl Model {
         let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| Error::InvalidModel(format!("not a safetensors file: {e}")))?;
         let metadata = header.metadata().clone().unwrap_or_default();
-        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::InvalidModel(format!("not a safetensors file: {e}")))?;
-        let architecture = metadata
-            .get("architecture")
-            .ok_or_else(|| Error::InvalidModel("metadata has no `architecture`".into()))?;
+        let st =
+            SafeTensors::deserialize(bytes).map_err(|e| Error::InvalidModel(format!("not a safetensors file: {e}")))?;
+        let architecture =
+            metadata.get("architecture").ok_or_else(|| Error::InvalidModel("metadata has no `architecture`".into()))?;
         let config = metadata.get("config").ok_or_else(|| Error::InvalidModel("metadata has no `config`".into()))?;
         let weights = match architecture.as_str() {
             student::ARCHITECTURE => Weights::Student(
                 StudentWeights::from_safetensors(&st, StudentConfig::from_json(config)?)?
                     .with_elements(metadata.get("elements").map(String::as_str))?,
             ),
-            painn::ARCHITECTURE => Weights::Painn(PainnWeights::from_safetensors(&st, PainnConfig::from_json(config)?)?),
+            painn::ARCHITECTURE => {
+                Weights::Painn(PainnWeights::from_safetensors(&st, PainnConfig::from_json(config)?)?)
+            }
             other => {
                 return Err(Error::InvalidModel(format!(
                     "unknown architecture `{other}` (this engine knows `{}` and `{}`)",
@@ -177,7 +179,12 @@ impl Model {
     }
 
     /// Runs whole-structure chunks of `structures` that fit the GPU's free memory.
-    fn evaluate_gpu(&self, g: &Arc<crate::gpu::Gpu>, structures: &[Structure], want_forces: bool) -> Result<Vec<(Batch, gpu::GpuOutput)>> {
+    fn evaluate_gpu(
+        &self,
+        g: &Arc<crate::gpu::Gpu>,
+        structures: &[Structure],
+        want_forces: bool,
+    ) -> Result<Vec<(Batch, gpu::GpuOutput)>> {
         let (h, t) = (self.hidden_dim(), self.num_interactions());
         let painn = matches!(self.weights, Weights::Painn(_));
         // Per atom: state and gradients, plus ~64 edges of up to 8 channel groups.
@@ -237,7 +244,9 @@ impl Model {
                 let atoms = batch.offsets[s]..batch.offsets[s + 1];
                 let structure = &structures[predictions.len()];
                 let stress = if structure.is_periodic() {
-                    structure.volume().map(|v| std::array::from_fn(|a| std::array::from_fn(|b| virials[s][3 * a + b] / v)))
+                    structure
+                        .volume()
+                        .map(|v| std::array::from_fn(|a| std::array::from_fn(|b| virials[s][3 * a + b] / v)))
                 } else {
                     None
                 };
@@ -291,7 +300,13 @@ impl Model {
         Ok(batch)
     }
 
-    pub(crate) fn evaluate_cpu(&self, cpu: &crate::cpu::Cpu, batch: &Batch, list: &NeighborList, forces: bool) -> cpu::BatchOutput {
+    pub(crate) fn evaluate_cpu(
+        &self,
+        cpu: &crate::cpu::Cpu,
+        batch: &Batch,
+        list: &NeighborList,
+        forces: bool,
+    ) -> cpu::BatchOutput {
         match &self.weights {
             Weights::Student(w) => cpu::evaluate(cpu, w, batch, list, forces),
             Weights::Painn(w) => painn_cpu::evaluate(cpu, w, batch, list, forces),
@@ -307,7 +322,12 @@ impl Model {
 }
 
 /// σ_ab = (1/V) Σ_e r_a ∂E/∂r_b for each periodic structure, accumulated in f64.
-fn stress(structures: &[Structure], batch: &Batch, list: &NeighborList, edge_grad: &[[f32; 3]]) -> Vec<Option<[[f64; 3]; 3]>> {
+fn stress(
+    structures: &[Structure],
+    batch: &Batch,
+    list: &NeighborList,
+    edge_grad: &[[f32; 3]],
+) -> Vec<Option<[[f64; 3]; 3]>> {
     structures
         .iter()
         .enumerate()

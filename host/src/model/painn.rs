@@ -44,11 +44,14 @@ impl PainnConfig {
         let flag = |key: &str| -> Result<bool> {
             match json.get(key) {
                 None => Ok(false),
-                Some(v) => v.as_bool().ok_or_else(|| Error::InvalidModel(format!("config `{key}` must be true or false"))),
+                Some(v) => {
+                    v.as_bool().ok_or_else(|| Error::InvalidModel(format!("config `{key}` must be true or false")))
+                }
             }
         };
         let number = |key: &str| json.get(key).and_then(|v| v.as_f64());
-        let cutoff = number("cutoff").ok_or_else(|| Error::InvalidModel("config lacks a number `cutoff`".into()))? as f32;
+        let cutoff =
+            number("cutoff").ok_or_else(|| Error::InvalidModel("config lacks a number `cutoff`".into()))? as f32;
         let mean = match json.get("mean") {
             None => 0.0,
             Some(_) => number("mean").ok_or_else(|| Error::InvalidModel("config `mean` must be a number".into()))?,
@@ -71,7 +74,9 @@ impl PainnConfig {
             return Err(Error::InvalidModel(format!("n_interactions, n_rbf and max_z must be positive in {config:?}")));
         }
         if !(cutoff > 0.0 && cutoff.is_finite()) || !mean.is_finite() {
-            return Err(Error::InvalidModel(format!("cutoff {cutoff} must be positive and finite, mean {mean} finite")));
+            return Err(Error::InvalidModel(format!(
+                "cutoff {cutoff} must be positive and finite, mean {mean} finite"
+            )));
         }
         Ok(config)
     }
@@ -132,7 +137,9 @@ impl PainnWeights {
         let offsets = tensor(st, "radial_basis.offsets", &[k])?;
         let widths = tensor(st, "radial_basis.widths", &[k])?;
         if let Some(w) = widths.iter().find(|w| **w == 0.0) {
-            return Err(Error::InvalidModel(format!("radial_basis.widths contains {w}: a Gaussian width must be non-zero")));
+            return Err(Error::InvalidModel(format!(
+                "radial_basis.widths contains {w}: a Gaussian width must be non-zero"
+            )));
         }
         let embedding = tensor(st, "embedding.weight", &[config.max_z + 1, f])?;
         let filter_blocks = if config.shared_filters { 1 } else { t };
@@ -211,7 +218,13 @@ impl PainnWeights {
             + filters * linear(&self.blocks[0].filter)
             + self.blocks[..layers]
                 .iter()
-                .map(|b| linear(&b.context_in) + linear(&b.context_out) + b.channel_mix.weight_t.len() + linear(&b.update_in) + linear(&b.update_out))
+                .map(|b| {
+                    linear(&b.context_in)
+                        + linear(&b.context_out)
+                        + b.channel_mix.weight_t.len()
+                        + linear(&b.update_in)
+                        + linear(&b.update_out)
+                })
                 .sum::<usize>()
             + self.readout.iter().map(linear).sum::<usize>()
     }

@@ -60,7 +60,9 @@ fn evaluate_in_pool(w: &PainnWeights, batch: &Batch, list: &NeighborList, want_f
             .par_chunks_mut(f)
             .zip(mu_next.par_chunks_mut(3 * f))
             .zip(q_mid.par_chunks(f).zip(mu_mid.par_chunks(3 * f)))
-            .for_each_init(atom_scratch, |scratch, ((q_out, mu_out), (qm, mm))| mixing_atom(qm, mm, &p, scratch, q_out, mu_out));
+            .for_each_init(atom_scratch, |scratch, ((q_out, mu_out), (qm, mm))| {
+                mixing_atom(qm, mm, &p, scratch, q_out, mu_out)
+            });
         let q_in = std::mem::replace(&mut q, q_next);
         let mu_in = std::mem::replace(&mut mu, mu_next);
         blocks.push(BlockStates { q_in, mu_in, x, q_mid, mu_mid });
@@ -78,9 +80,9 @@ fn evaluate_in_pool(w: &PainnWeights, batch: &Batch, list: &NeighborList, want_f
     }
 
     let mut gq = vec![0.0f32; n * f];
-    gq.par_chunks_mut(f).zip(q.par_chunks(f)).for_each_init(atom_scratch, |scratch, (g, q_atom)| {
-        readout_backward_atom(q_atom, &readout, scratch, g)
-    });
+    gq.par_chunks_mut(f)
+        .zip(q.par_chunks(f))
+        .for_each_init(atom_scratch, |scratch, (g, q_atom)| readout_backward_atom(q_atom, &readout, scratch, g));
     let mut gmu: Option<Vec<f32>> = None;
     let mut edge_grad = vec![[0.0f32; 3]; list.num_edges()];
     for (t, block) in blocks.iter().enumerate().rev() {
@@ -106,11 +108,9 @@ fn evaluate_in_pool(w: &PainnWeights, batch: &Batch, list: &NeighborList, want_f
         let mut gx = vec![0.0f32; n * 3 * f];
         let mut gmu_in = vec![0.0f32; n * 3 * f];
         let rows = split_rows(&mut edge_grad, &list.row_ptr);
-        gx.par_chunks_mut(3 * f)
-            .zip(gmu_in.par_chunks_mut(3 * f))
-            .zip(rows.into_par_iter())
-            .enumerate()
-            .for_each_init(edge_scratch, |scratch, (i, ((gxi, gmi), row_grad))| {
+        gx.par_chunks_mut(3 * f).zip(gmu_in.par_chunks_mut(3 * f)).zip(rows.into_par_iter()).enumerate().for_each_init(
+            edge_scratch,
+            |scratch, (i, ((gxi, gmi), row_grad))| {
                 message_backward_row(
                     i,
                     list.row(i),
@@ -127,7 +127,8 @@ fn evaluate_in_pool(w: &PainnWeights, batch: &Batch, list: &NeighborList, want_f
                     gmi,
                     row_grad,
                 )
-            });
+            },
+        );
         // ∂E/∂q of the block input: the residual plus the path through the context.
         let mut gq_in = gq_mid;
         gq_in.par_chunks_mut(f).enumerate().for_each_init(atom_scratch, |scratch, (i, g)| {

@@ -43,7 +43,9 @@ impl StudentConfig {
             return Err(Error::InvalidModel(format!("hidden_dim {h} must be a positive multiple of 4, at most 4096")));
         }
         if config.num_interactions == 0 || config.num_rbf == 0 || config.max_z == 0 {
-            return Err(Error::InvalidModel(format!("num_interactions, num_rbf and max_z must be positive in {config:?}")));
+            return Err(Error::InvalidModel(format!(
+                "num_interactions, num_rbf and max_z must be positive in {config:?}"
+            )));
         }
         if !(cutoff > 0.0 && cutoff.is_finite()) {
             return Err(Error::InvalidModel(format!("cutoff {cutoff} must be positive and finite")));
@@ -67,7 +69,9 @@ impl Linear {
     /// The layer restricted to output columns `range`.
     pub fn columns(&self, range: std::ops::Range<usize>) -> Linear {
         let outputs = self.bias.len();
-        let weight_t = (0..self.inputs()).flat_map(|i| self.weight_t[i * outputs + range.start..i * outputs + range.end].iter().copied()).collect();
+        let weight_t = (0..self.inputs())
+            .flat_map(|i| self.weight_t[i * outputs + range.start..i * outputs + range.end].iter().copied())
+            .collect();
         Linear { weight_t, bias: self.bias[range].to_vec() }
     }
 
@@ -121,10 +125,7 @@ pub(crate) fn tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Ve
     let bytes = view.data();
     let values: Vec<f32> = match view.dtype() {
         Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        Dtype::F64 => bytes
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(std::array::from_fn(|k| b[k])) as f32)
-            .collect(),
+        Dtype::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(std::array::from_fn(|k| b[k])) as f32).collect(),
         other => return Err(Error::InvalidModel(format!("tensor `{name}` is {other:?}; F32 or F64 expected"))),
     };
     if let Some(k) = values.iter().position(|x| !x.is_finite()) {
@@ -193,8 +194,9 @@ impl StudentWeights {
             .map(|list| {
                 list.split_whitespace()
                     .map(|sym| {
-                        crate::elements::atomic_number(sym)
-                            .ok_or_else(|| Error::InvalidModel(format!("metadata `elements` names unknown element `{sym}`")))
+                        crate::elements::atomic_number(sym).ok_or_else(|| {
+                            Error::InvalidModel(format!("metadata `elements` names unknown element `{sym}`"))
+                        })
                     })
                     .collect::<Result<Vec<u32>>>()
             })
@@ -241,7 +243,9 @@ impl StudentWeights {
             + self
                 .interactions
                 .iter()
-                .map(|b| linear(&b.filter_in) + linear(&b.filter_out) + linear(&b.update_in) + linear(&b.update_out) + 9)
+                .map(|b| {
+                    linear(&b.filter_in) + linear(&b.filter_out) + linear(&b.update_in) + linear(&b.update_out) + 9
+                })
                 .sum::<usize>()
             + self.head.iter().map(linear).sum::<usize>()
             + self.atomref.as_ref().map_or(0, Vec::len)

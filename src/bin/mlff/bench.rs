@@ -37,7 +37,8 @@ fn water_box(k: usize) -> mlff::Result<Structure> {
     let cell = base.cell.ok_or_else(|| mlff::Error::InvalidInput("the water box has no cell".into()))?;
     let mut out = Structure::periodic(Vec::new(), Vec::new(), cell.map(|r| r.map(|x| x * k as f64)), [true; 3]);
     for (a, b, c) in (0..k).flat_map(|a| (0..k).flat_map(move |b| (0..k).map(move |c| (a, b, c)))) {
-        let shift: [f64; 3] = std::array::from_fn(|x| a as f64 * cell[0][x] + b as f64 * cell[1][x] + c as f64 * cell[2][x]);
+        let shift: [f64; 3] =
+            std::array::from_fn(|x| a as f64 * cell[0][x] + b as f64 * cell[1][x] + c as f64 * cell[2][x]);
         out.numbers.extend(&base.numbers);
         out.positions.extend(base.positions.iter().map(|p| std::array::from_fn(|x| p[x] + shift[x])));
     }
@@ -88,7 +89,12 @@ pub fn run(args: &BenchArgs) -> mlff::Result<()> {
         ("water box 2×2×2 (periodic)", vec![water_box(2)?], true),
         ("water box 4×4×4 (periodic)", vec![water_box(4)?], false),
     ];
-    println!("model: {} (H={}, T={}), energy + forces, median per call", args.model, model.hidden_dim(), model.num_interactions());
+    println!(
+        "model: {} (H={}, T={}), energy + forces, median per call",
+        args.model,
+        model.hidden_dim(),
+        model.num_interactions()
+    );
     if let Some(Device::Gpu(g)) = &gpu {
         println!("GPU: {}", g.name());
     }
@@ -103,7 +109,13 @@ pub fn run(args: &BenchArgs) -> mlff::Result<()> {
             Some(d) => Some(time(&model, d, structures, budget)?),
             None => None,
         };
-        println!("{:<30} {:>8} {:>28} {:>28}", name, atoms, show(cpu_time, structures.len()), show(gpu_time, structures.len()));
+        println!(
+            "{:<30} {:>8} {:>28} {:>28}",
+            name,
+            atoms,
+            show(cpu_time, structures.len()),
+            show(gpu_time, structures.len())
+        );
     }
     Ok(())
 }

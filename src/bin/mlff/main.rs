@@ -28,7 +28,11 @@ pub struct DeviceChoice {
 
 impl DeviceChoice {
     pub fn open(&self) -> mlff::Result<Device> {
-        if self.device == "auto" { Device::auto() } else { Device::parse(&self.device) }
+        if self.device == "auto" {
+            Device::auto()
+        } else {
+            Device::parse(&self.device)
+        }
     }
 }
 
@@ -74,7 +78,11 @@ enum Command {
 }
 
 pub fn load_model(name: &str) -> mlff::Result<Model> {
-    if name == "default" { mlff::default_model() } else { Model::load(name) }
+    if name == "default" {
+        mlff::default_model()
+    } else {
+        Model::load(name)
+    }
 }
 
 /// Reads frames and warns about atoms closer than 0.1 Å (legal, but rarely meant).
@@ -100,7 +108,13 @@ fn closest_contact(s: &Structure, within: f32) -> Option<(usize, usize, f32)> {
         .min_by(|a, b| a.2.total_cmp(&b.2))
 }
 
-fn eval(model: &str, input: &std::path::Path, output: Option<PathBuf>, batch_atoms: usize, device: &DeviceChoice) -> mlff::Result<()> {
+fn eval(
+    model: &str,
+    input: &std::path::Path,
+    output: Option<PathBuf>,
+    batch_atoms: usize,
+    device: &DeviceChoice,
+) -> mlff::Result<()> {
     let model = load_model(model)?;
     let device = device.open()?;
     let frames = read_frames(input)?;
@@ -130,7 +144,13 @@ fn eval(model: &str, input: &std::path::Path, output: Option<PathBuf>, batch_ato
     out.commit()
 }
 
-fn relax(model: &str, input: &std::path::Path, output: &std::path::Path, settings: mlff::relax::FireSettings, device: &DeviceChoice) -> mlff::Result<()> {
+fn relax(
+    model: &str,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    settings: mlff::relax::FireSettings,
+    device: &DeviceChoice,
+) -> mlff::Result<()> {
     let model = load_model(model)?;
     let device = device.open()?;
     let frames = read_frames(input)?;
@@ -170,7 +190,8 @@ fn info(model: &str) -> mlff::Result<()> {
     if let Some(config) = m.metadata().get("config") {
         println!("config         {config}");
     }
-    let mut keys: Vec<_> = m.metadata().iter().filter(|(k, _)| !matches!(k.as_str(), "architecture" | "config")).collect();
+    let mut keys: Vec<_> =
+        m.metadata().iter().filter(|(k, _)| !matches!(k.as_str(), "architecture" | "config")).collect();
     keys.sort();
     for (k, v) in keys {
         println!("{k:<14} {v}");
@@ -181,7 +202,9 @@ fn info(model: &str) -> mlff::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Eval { model, input, output, batch_atoms, device } => eval(&model, &input, output, batch_atoms, &device),
+        Command::Eval { model, input, output, batch_atoms, device } => {
+            eval(&model, &input, output, batch_atoms, &device)
+        }
         Command::Md(args) => md::run(&args),
         Command::Relax { model, input, output, fmax, steps, cell, device } => {
             let settings = mlff::relax::FireSettings { fmax, max_steps: steps, relax_cell: cell, ..Default::default() };

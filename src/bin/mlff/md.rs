@@ -83,8 +83,12 @@ pub fn run(args: &MdArgs) -> mlff::Result<()> {
     let mut log = args.log.as_deref().map(create).transpose()?;
     let mut traj = args.traj.as_deref().map(create).transpose()?;
     if let Some(log) = &mut log {
-        writeln!(log, "# step time_ps  mean over {} structures: E_pot E_kin E_total (eV) T (K)  max |ΔE_total|/atom (eV)", templates.len())
-            .map_err(|source| mlff::Error::Io { path: args.log.clone().unwrap_or_default(), source })?;
+        writeln!(
+            log,
+            "# step time_ps  mean over {} structures: E_pot E_kin E_total (eV) T (K)  max |ΔE_total|/atom (eV)",
+            templates.len()
+        )
+        .map_err(|source| mlff::Error::Io { path: args.log.clone().unwrap_or_default(), source })?;
     }
     eprintln!(
         "md: {} structures, {} atoms, {} steps of {} fs on {}",
@@ -112,7 +116,8 @@ pub fn run(args: &MdArgs) -> mlff::Result<()> {
             drift.worst
         );
         if let Some(log) = &mut log {
-            writeln!(log, "{line}").map_err(|source| mlff::Error::Io { path: args.log.clone().unwrap_or_default(), source })?;
+            writeln!(log, "{line}")
+                .map_err(|source| mlff::Error::Io { path: args.log.clone().unwrap_or_default(), source })?;
         }
         if let Some(traj) = &mut traj {
             let mut text = String::new();
@@ -129,7 +134,8 @@ pub fn run(args: &MdArgs) -> mlff::Result<()> {
                 ];
                 extxyz::write_frame(&mut text, &structure, &info, None);
             }
-            traj.write_all(text.as_bytes()).map_err(|source| mlff::Error::Io { path: args.traj.clone().unwrap_or_default(), source })?;
+            traj.write_all(text.as_bytes())
+                .map_err(|source| mlff::Error::Io { path: args.traj.clone().unwrap_or_default(), source })?;
         }
         Ok(())
     };

@@ -22,7 +22,8 @@ impl AtomicFile {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let temp = tempfile::Builder::new().prefix(".mlff-").suffix(".partial").tempfile_in(dir).map_err(io_error(path))?;
+        let temp =
+            tempfile::Builder::new().prefix(".mlff-").suffix(".partial").tempfile_in(dir).map_err(io_error(path))?;
         Ok(AtomicFile::File { temp, path: path.to_path_buf() })
     }
 
@@ -63,7 +64,14 @@ impl Progress {
         if self.shown {
             let width = 30;
             let filled = width * self.done / self.total.max(1);
-            eprint!("\r{}: [{}{}] {}/{}", self.what, "#".repeat(filled), " ".repeat(width - filled), self.done, self.total);
+            eprint!(
+                "\r{}: [{}{}] {}/{}",
+                self.what,
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                self.done,
+                self.total
+            );
         }
     }
 
