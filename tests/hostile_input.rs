@@ -307,3 +307,29 @@ fn md_on_a_diverging_cpu_run_says_so() {
     let e = md.run(3, 1, |_| Ok(())).unwrap_err().to_string();
     assert!(e.contains("MD step 1") && (e.contains("non-finite") || e.contains("diverged")), "{e}");
 }
+
+#[test]
+fn gpu_refuses_tiny_cells_and_reports_absolute_md_positions() {
+    let Some(gpu) = gpu_or_skip("gpu_refuses_tiny_cells_and_reports_absolute_md_positions") else { return };
+    let gpu = Device::Gpu(Arc::new(gpu));
+    let model = mlff::default_model().unwrap();
+    let tiny =
+        Structure::periodic(vec![1], vec![[0.0; 3]], [[0.01, 0.0, 0.0], [0.0, 0.01, 0.0], [0.0, 0.0, 0.01]], [true; 3]);
+    let e = model.evaluate(&gpu, &[tiny.clone()]).unwrap_err().to_string();
+    assert!(e.contains("neighbours per atom"), "{e}");
+    let gpu_cells = match &gpu {
+        Device::Gpu(g) => {
+            mlff::gpu_neighbors::GpuCellList::new(g.clone(), &Batch::new(&[tiny]).unwrap(), 5.0, 0.0, false)
+        }
+        Device::Cpu(_) => unreachable!(),
+    };
+    assert!(gpu_cells.is_err(), "the GPU cell list accepted a 0.01 Å cell");
+    let dimer = samples().into_iter().find(|s| s.len() == 24).unwrap();
+    let far = translated(&dimer, [2.5e4, -1.0e4, 7.0]);
+    let settings = MdSettings { timestep: 0.5, thermostat: Thermostat::None, seed: 1 };
+    let mut md = Dynamics::new(&model, &gpu, std::slice::from_ref(&far), settings).unwrap();
+    let start = md.current(|r| r.absolute_positions(0)).unwrap();
+    for (p, q) in start.iter().zip(&far.positions) {
+        assert!((0..3).all(|x| (p[x] - q[x]).abs() < 1e-5), "{p:?} vs {q:?}");
+    }
+}

@@ -112,7 +112,15 @@ pub fn read_capped(path: &Path, limit: u64, what: &str, text: bool) -> Result<Ve
     }
     let mut bytes: Vec<u8> = Vec::with_capacity(if meta.is_file() { meta.len() as usize } else { 0 });
     let mut chunk = vec![0u8; 1 << 20];
-    let mut binary = !text;
+    // Whether NUL bytes are refused: decided on the first bytes (a pipe may deliver
+    // them one at a time), which say whether the file is compressed.
+    let mut refuse_nul: Option<bool> = None;
+    let not_text = || {
+        Err(Error::InvalidInput(format!(
+            "{}: holds NUL bytes, so it is not a text file; is it {what}?",
+            path.display()
+        )))
+    };
     loop {
         let read = match file.read(&mut chunk) {
             Ok(0) => break,
@@ -120,19 +128,24 @@ pub fn read_capped(path: &Path, limit: u64, what: &str, text: bool) -> Result<Ve
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(io(e)),
         };
-        if bytes.is_empty() && (chunk.starts_with(&[0x1f, 0x8b]) || compression_of(&chunk[..read]).is_some()) {
-            binary = true;
-        }
-        if !binary && chunk[..read].contains(&0) {
-            return Err(Error::InvalidInput(format!(
-                "{}: holds NUL bytes, so it is not a text file; is it {what}?",
-                path.display()
-            )));
-        }
         if (bytes.len() + read) as u64 > limit {
             return too_large(format!("more than {}", human_bytes(limit as f64)));
         }
         bytes.extend_from_slice(&chunk[..read]);
+        match refuse_nul {
+            None if bytes.len() >= 8 => {
+                let refuse = text && !is_compressed(&bytes);
+                if refuse && bytes.contains(&0) {
+                    return not_text();
+                }
+                refuse_nul = Some(refuse);
+            }
+            Some(true) if chunk[..read].contains(&0) => return not_text(),
+            _ => {}
+        }
+    }
+    if refuse_nul.is_none() && text && !is_compressed(&bytes) && bytes.contains(&0) {
+        return not_text();
     }
     Ok(bytes)
 }
@@ -153,6 +166,11 @@ pub fn gunzip_capped(bytes: &[u8], path: &Path, limit: u64) -> Result<Vec<u8>> {
         )));
     }
     Ok(out)
+}
+
+/// Whether a file's first bytes announce gzip or another compression.
+pub fn is_compressed(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1f, 0x8b]) || compression_of(bytes).is_some()
 }
 
 /// The compression a file's first bytes announce, other than gzip.
@@ -198,6 +216,10 @@ mod tests {
             let e = read_capped(Path::new("/dev/zero"), u64::MAX, "a test", true).unwrap_err().to_string();
             assert!(e.contains("not a text file"), "{e}");
         }
+        let binary = dir.join("binary");
+        std::fs::write(&binary, b"3\nabc\0def\n").unwrap();
+        assert!(read_capped(&binary, 100, "a test", true).unwrap_err().to_string().contains("NUL"));
+        assert_eq!(read_capped(&binary, 100, "a test", false).unwrap().len(), 10);
         let e = read_capped(&dir, 10, "a test", true).unwrap_err().to_string();
         assert!(e.contains("cannot read") && e.contains("directory"), "{e}");
         let _ = std::fs::remove_dir_all(dir);
