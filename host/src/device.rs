@@ -46,13 +46,20 @@ impl Device {
         }
     }
 
-    /// The CPU with `MLFF_NUM_THREADS` threads (default: one per core).
+    /// The CPU with `MLFF_NUM_THREADS` threads (default, or 0: one per core; at most
+    /// [`crate::cpu::MAX_THREADS`]).
     pub fn cpu() -> Result<Self> {
         let threads = match std::env::var(THREADS_ENV) {
-            Ok(n) => n
-                .trim()
-                .parse::<usize>()
-                .map_err(|_| Error::InvalidInput(format!("{THREADS_ENV}={n:?} is not a number")))?,
+            Ok(n) if n.trim().is_empty() => 0,
+            Ok(n) => match n.trim().parse::<usize>() {
+                Ok(t) if t <= crate::cpu::MAX_THREADS => t,
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "{THREADS_ENV}={n:?} is not a thread count from 0 (one per core) to {}",
+                        crate::cpu::MAX_THREADS
+                    )))
+                }
+            },
             Err(_) => 0,
         };
         Ok(Device::Cpu(Cpu::new(threads)?))

@@ -22,8 +22,16 @@ pub enum Error {
     /// A model file is unreadable, inconsistent or of an unknown kind.
     #[error("invalid model: {0}")]
     InvalidModel(String),
-    #[error("cannot read {path}: {source}")]
+    /// A file could not be read (missing, unreadable, a directory, …).
+    #[error("cannot read {path}: {}", describe(source))]
     Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An output could not be written (disk full, broken pipe, read-only, a directory, …).
+    #[error("cannot write {path}: {}", describe(source))]
+    Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -49,6 +57,26 @@ impl Error {
             Error::InvalidInput(m) => Error::InvalidInput(format!("{context}: {m}")),
             other => other,
         }
+    }
+}
+
+/// The system's message, with a plain word first for the failures users meet most.
+fn describe(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    let why = match e.kind() {
+        StorageFull => "the disk is full",
+        QuotaExceeded => "the disk quota is exceeded",
+        BrokenPipe => "broken pipe (the reading end was closed)",
+        IsADirectory => "it is a directory",
+        ReadOnlyFilesystem => "the file system is read-only",
+        PermissionDenied => "permission denied",
+        NotFound => "no such file or directory",
+        _ => return e.to_string(),
+    };
+    match e.raw_os_error() {
+        Some(code) => format!("{why} (os error {code})"),
+        // Our own errors (no OS code) carry their plain message already.
+        None => e.to_string(),
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::elements;
 use crate::error::{Error, Result};
 use crate::model::Prediction;
+use crate::resources::{check_memory, compression_of, gunzip_capped, read_capped, MAX_INPUT_BYTES};
 use crate::structure::Structure;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -25,10 +26,30 @@ pub struct Frame {
 /// Keys that results written by this module replace.
 const RESULT_KEYS: [&str; 5] = ["energy", "stress", "free_energy", "virial", "forces"];
 
-/// Reads every frame of a file.
+/// Reads every frame of a file: plain text, or gzip-compressed (`.gz` or not: the
+/// first bytes tell). Files larger than [`MAX_INPUT_BYTES`] (after decompression),
+/// and pipes or devices that give more, are refused.
 pub fn read(path: impl AsRef<Path>) -> Result<Vec<Frame>> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let mut bytes = read_capped(path, MAX_INPUT_BYTES, "an extended XYZ file", true)?;
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        bytes = gunzip_capped(&bytes, path, MAX_INPUT_BYTES)?;
+    } else if let Some(kind) = compression_of(&bytes) {
+        return Err(Error::InvalidInput(format!(
+            "{}: the file is compressed with {kind}; decompress it first (gzip is read as it is)",
+            path.display()
+        )));
+    }
+    // The text, the lines and the parsed frames are held at once: about four times the file.
+    check_memory(4.0 * bytes.len() as f64, || format!("reading {}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        Error::InvalidInput(format!(
+            "{}:{line}: not UTF-8 text (byte {at}); is it an extended XYZ file?",
+            path.display()
+        ))
+    })?;
     parse(&text, &path.display().to_string())
 }
 
@@ -38,6 +59,8 @@ fn at(name: &str, line: usize, message: impl std::fmt::Display) -> Error {
 
 /// Parses frames from `text`; errors name `name` and the line.
 pub fn parse(text: &str, name: &str) -> Result<Vec<Frame>> {
+    // A byte-order mark, as some Windows editors write, is not part of the count.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines: Vec<&str> = text.lines().collect();
     let mut frames = Vec::new();
     let mut k = 0;
@@ -51,7 +74,8 @@ pub fn parse(text: &str, name: &str) -> Result<Vec<Frame>> {
             .parse()
             .map_err(|_| at(name, k + 1, format!("expected an atom count, found `{}`", lines[k].trim())))?;
         let comment = lines.get(k + 1).ok_or_else(|| at(name, k + 2, "the file ends before the comment line"))?;
-        if k + 2 + count > lines.len() {
+        // Compared without adding to `count`, which may be as large as usize::MAX.
+        if count > lines.len() - (k + 2).min(lines.len()) {
             return Err(at(
                 name,
                 lines.len() + 1,
@@ -73,7 +97,7 @@ struct Column {
 
 fn parse_properties(spec: &str) -> Option<Vec<Column>> {
     let parts: Vec<&str> = spec.split(':').collect();
-    if parts.len() % 3 != 0 {
+    if !parts.len().is_multiple_of(3) {
         return None;
     }
     parts
@@ -167,9 +191,15 @@ fn parse_frame(comment: &str, atom_lines: &[&str], name: &str, comment_line: usi
     let err = |line: usize, m: String| at(name, line, m);
     let pairs = match key_values(comment) {
         Some(p) => p,
-        // A plain XYZ comment (free text) carries no keys.
-        None if !comment.contains("Properties=") && !comment.contains("Lattice=") => Vec::new(),
-        None => return Err(err(comment_line, "unbalanced quotes or braces in the comment line".into())),
+        // A plain XYZ comment (free text, no `key=value`) carries no keys; with an `=`
+        // it was meant to (a dropped `pbc` or `Lattice` would change the answer).
+        None if !comment.contains('=') => Vec::new(),
+        None => {
+            return Err(err(
+                comment_line,
+                "unbalanced quotes or braces in the comment line: its key=value pairs cannot be read".into(),
+            ))
+        }
     };
     let mut frame = Frame::default();
     let mut cell = None;
@@ -272,15 +302,25 @@ fn parse_frame(comment: &str, atom_lines: &[&str], name: &str, comment_line: usi
 }
 
 fn quote(value: &str) -> String {
-    if !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c == '"' || c == '=') {
-        value.to_string()
+    // A comment line is one line: control characters (a newline) become spaces.
+    let value: String = value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || "\"'={}\\,".contains(c)) {
+        value
     } else {
         format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
     }
 }
 
+/// Keys the writer sets itself; an `info` entry of the same name (any case) is left
+/// out, so that no key appears twice.
+fn reserved(key: &str) -> bool {
+    ["lattice", "properties", "pbc"].contains(&key.to_ascii_lowercase().as_str()) || RESULT_KEYS.contains(&key)
+}
+
 /// Appends one frame to `out`: the structure, its other keys, and results if given
-/// (energy, forces, and stress for periodic structures, as ASE writes them).
+/// (energy, forces, and stress for periodic structures, as ASE writes them). Numbers
+/// are always separated by a space, however wide they are, so ASE reads every file
+/// this writes.
 pub fn write_frame(out: &mut String, structure: &Structure, info: &[(String, String)], results: Option<&Prediction>) {
     let _ = writeln!(out, "{}", structure.len());
     let mut comment = String::new();
@@ -300,7 +340,7 @@ pub fn write_frame(out: &mut String, structure: &Structure, info: &[(String, Str
         }
     }
     for (k, v) in info {
-        if !RESULT_KEYS.contains(&k.as_str()) {
+        if !reserved(k) {
             let _ = write!(comment, " {}={}", quote(k), quote(v));
         }
     }
@@ -309,10 +349,11 @@ pub fn write_frame(out: &mut String, structure: &Structure, info: &[(String, Str
         writeln!(comment, " pbc=\"{} {} {}\"", flag(structure.pbc[0]), flag(structure.pbc[1]), flag(structure.pbc[2]));
     out.push_str(&comment);
     for (a, (&z, p)) in structure.numbers.iter().zip(&structure.positions).enumerate() {
-        let _ = write!(out, "{:<3}{:>16.8}{:>16.8}{:>16.8}", elements::symbol(z).unwrap_or("X"), p[0], p[1], p[2]);
-        if let Some(r) = results {
-            let f = r.forces[a];
-            let _ = write!(out, "{:>16.8}{:>16.8}{:>16.8}", f[0], f[1], f[2]);
+        let _ = write!(out, "{:<2}", elements::symbol(z).unwrap_or("X"));
+        let forces = results.and_then(|r| r.forces.get(a));
+        for x in p.iter().chain(forces.into_iter().flatten()) {
+            // The leading space keeps numbers apart when one is wider than 15 characters.
+            let _ = write!(out, " {x:>15.8}");
         }
         out.push('\n');
     }

@@ -136,6 +136,8 @@ impl GpuCellList {
         if !(cutoff > 0.0 && cutoff.is_finite()) || !(skin >= 0.0 && skin.is_finite()) {
             return invalid_input!("cutoff {cutoff} must be positive and skin {skin} non-negative, both finite");
         }
+        // The search's size, bounded before any buffer is made (shared with the CPU search).
+        crate::neighbors::check_search(batch, cutoff + skin)?;
         let n = batch.num_atoms();
         let s = batch.num_structures();
         let records = structure_records(batch);
@@ -289,10 +291,13 @@ impl GpuCellList {
             let (i, j) = (w[status::CLOSE_I] as usize, w[status::CLOSE_J] as usize);
             let s = structure_of.get(i).copied().unwrap_or(0) as usize;
             let base = offsets.get(s).copied().unwrap_or(0);
+            let which = if i == j {
+                format!("atom {} and its own periodic image are", i.saturating_sub(base))
+            } else {
+                format!("atoms {} and {} are", i.saturating_sub(base), j.saturating_sub(base))
+            };
             return invalid_input!(
-                "structure {s}: atoms {} and {} are closer than {:.0e} Å; atoms on top of each other have no defined forces",
-                i.saturating_sub(base),
-                j.saturating_sub(base),
+                "structure {s}: {which} closer than {:.0e} Å; atoms on top of each other have no defined forces",
                 mlff_kernels::cell_list::MIN_DISTANCE
             );
         }

@@ -9,8 +9,10 @@ pub mod extxyz;
 pub mod gpu;
 pub mod gpu_neighbors;
 pub mod model;
+pub mod model_file;
 pub mod neighbors;
 pub mod relax;
+pub mod resources;
 pub mod selftest;
 pub mod structure;
 

@@ -16,6 +16,24 @@ use rayon::prelude::*;
 /// Pairs closer than this are rejected: the model's gradient is singular at d = 0.
 pub const MIN_DISTANCE: f32 = 1e-4;
 
+/// Most bins (periodic images of the cell included) the search may visit around one
+/// atom. A cell much smaller or thinner than the cutoff needs more: each is a
+/// periodic image within reach, and the search (and the edge list) grows with them.
+pub const MAX_VISITED_BINS: f64 = (1u64 << 20) as f64;
+
+/// Most neighbours per atom a periodic structure may have within the cutoff: dense
+/// matter has about 0.1 atoms/Å³, 11,000 neighbours at a 30 Å cutoff.
+pub const MAX_NEIGHBORS_PER_ATOM: f64 = 5.0e4;
+
+/// Most candidate pairs the search may examine in one batch (about 4 × 2³²: beyond,
+/// the edges alone would overflow the 32-bit edge indices).
+pub const MAX_CANDIDATE_PAIRS: f64 = 1.7e10;
+
+/// Bytes the CPU neighbour list needs per edge while it is built: the per-row
+/// candidates (32) and the final arrays (source, shift, geometry, reverse: 36), at
+/// the moment both are held.
+pub const CPU_BYTES_PER_EDGE: usize = 68;
+
 /// Every ordered pair (j → i) with d ≤ cutoff, grouped by receiver i (CSR), in a
 /// deterministic order: within a row, by sender j, then by image shift.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -81,7 +99,9 @@ fn fractional(positions: &[[f32; 3]], cell: Option<&[[f64; 3]; 3]>) -> Vec<[f64;
     }
 }
 
-fn build_grid(frac: &[[f64; 3]], cell: Option<&[[f64; 3]; 3]>, pbc: [bool; 3], cutoff: f64) -> Grid {
+/// The bin grid's axes of one structure: bins at least `cutoff` apart along each
+/// plane normal, and how many to search on each side.
+fn grid_axes(frac: &[[f64; 3]], cell: Option<&[[f64; 3]; 3]>, pbc: [bool; 3], cutoff: f64) -> [Axis; 3] {
     let n = frac.len();
     // Distance between adjacent lattice planes per unit of fractional coordinate.
     let spacing: [f64; 3] = match cell {
@@ -113,7 +133,8 @@ fn build_grid(frac: &[[f64; 3]], cell: Option<&[[f64; 3]; 3]>, pbc: [bool; 3], c
     // Keep the grid within a few bins per atom (sparse boxes): fewer, larger bins are
     // still correct, they only propose more candidates.
     let limit = 2 * n + 8;
-    while axes.iter().map(|a| a.bins).product::<usize>() > limit {
+    // Saturating: an atom far out (a diverging MD run) may ask for ~usize::MAX bins.
+    while axes.iter().fold(1usize, |p, a| p.saturating_mul(a.bins)) > limit {
         let a = (0..3).max_by_key(|&a| axes[a].bins).unwrap_or(0);
         axes[a].bins = axes[a].bins.div_ceil(2);
     }
@@ -128,8 +149,104 @@ fn build_grid(frac: &[[f64; 3]], cell: Option<&[[f64; 3]; 3]>, pbc: [bool; 3], c
         }
         // Bins to search on each side: enough to cover the cutoff along the plane normal.
         let plane_width = axis.width * spacing[a];
-        axis.reach = if axis.periodic || axis.bins > 1 { (cutoff / plane_width).ceil().max(1.0) as i64 } else { 0 };
+        // In f64 and clamped: a needle-thin cell would otherwise overflow the i64.
+        axis.reach = if axis.periodic || axis.bins > 1 {
+            (cutoff / plane_width).ceil().clamp(1.0, i64::MAX as f64 / 4.0) as i64
+        } else {
+            0
+        };
     }
+    axes
+}
+
+/// Bins visited around one atom: every periodic image within reach, and the grid's
+/// own bins along open axes.
+fn visited_bins(axes: &[Axis; 3]) -> f64 {
+    axes.iter()
+        .map(|a| {
+            let span = 2.0 * a.reach as f64 + 1.0;
+            if a.periodic {
+                span
+            } else {
+                span.min(a.bins as f64)
+            }
+        })
+        .product()
+}
+
+/// The size of a batch's neighbour search, estimated before anything is allocated.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SearchEstimate {
+    /// Most bins (periodic images included) visited around one atom, over the structures.
+    pub visited_bins_per_atom: f64,
+    /// Candidate pairs examined: atoms × visited bins × mean atoms per bin, summed.
+    pub candidate_pairs: f64,
+}
+
+/// Estimates the search of `batch` at `cutoff` and refuses, with the numbers, one
+/// that cannot finish in bounded time and memory: a cell far smaller or thinner
+/// than the cutoff (too many periodic images), a density that gives an absurd
+/// number of neighbours, too many pairs in all. The CPU and GPU searches share it.
+pub fn check_search(batch: &Batch, cutoff: f32) -> Result<SearchEstimate> {
+    if !(cutoff > 0.0 && cutoff.is_finite()) {
+        return invalid_input!("cutoff {cutoff} must be positive and finite");
+    }
+    let bin_cutoff = binning_cutoff(cutoff);
+    let sphere = 4.0 / 3.0 * std::f64::consts::PI * (cutoff as f64).powi(3);
+    let mut estimate = SearchEstimate::default();
+    for s in 0..batch.num_structures() {
+        let range = batch.offsets[s]..batch.offsets[s + 1];
+        let n = range.len() as f64;
+        let cell = batch.cells64[s].as_ref();
+        let pbc = batch.pbc[s];
+        if range.is_empty() {
+            continue;
+        }
+        if let Some(c) = cell.filter(|_| pbc.iter().all(|&p| p)) {
+            let volume = crate::structure::determinant(c).abs();
+            let neighbors = n * sphere / volume;
+            if neighbors > MAX_NEIGHBORS_PER_ATOM {
+                return invalid_input!(
+                    "structure {s}: {} atoms in a cell of {volume:.3e} Å³ ({:.3e} atoms/Å³) give about \
+                     {neighbors:.2e} neighbours per atom within the {cutoff} Å cutoff (at most \
+                     {MAX_NEIGHBORS_PER_ATOM:.0e}; dense matter has about 0.1 atoms/Å³); check the cell",
+                    range.len(),
+                    n / volume
+                );
+            }
+        }
+        let frac = fractional(&batch.positions[range.clone()], cell);
+        let axes = grid_axes(&frac, cell, pbc, bin_cutoff);
+        let bins = visited_bins(&axes);
+        if bins > MAX_VISITED_BINS {
+            let spacing = cell.map_or([f64::NAN; 3], |c| plane_spacing(&inverse(c)));
+            return invalid_input!(
+                "structure {s}: the cell is too small or too thin for the {cutoff} Å cutoff: its lattice planes \
+                 are {:.3e}, {:.3e} and {:.3e} Å apart, so the neighbour search would visit {bins:.2e} periodic \
+                 images around every atom (at most {MAX_VISITED_BINS:.0e}); check the cell",
+                spacing[0],
+                spacing[1],
+                spacing[2]
+            );
+        }
+        let grid_bins: f64 = axes.iter().map(|a| a.bins as f64).product();
+        estimate.visited_bins_per_atom = estimate.visited_bins_per_atom.max(bins);
+        estimate.candidate_pairs += n * bins * (n / grid_bins);
+    }
+    if estimate.candidate_pairs > MAX_CANDIDATE_PAIRS {
+        return invalid_input!(
+            "the neighbour search of this batch would examine about {:.2e} atom pairs (at most {:.1e}): \
+             too many atoms too close together; split the batch or check the cells",
+            estimate.candidate_pairs,
+            MAX_CANDIDATE_PAIRS
+        );
+    }
+    Ok(estimate)
+}
+
+fn build_grid(frac: &[[f64; 3]], cell: Option<&[[f64; 3]; 3]>, pbc: [bool; 3], cutoff: f64) -> Grid {
+    let n = frac.len();
+    let axes = grid_axes(frac, cell, pbc, cutoff);
     let mut wrap = vec![[0i32; 3]; n];
     let mut bin_of = vec![[0i64; 3]; n];
     for i in 0..n {
@@ -175,6 +292,7 @@ fn row_of(
     cutoff: f32,
     offset: usize,
     structure: usize,
+    budget: &EdgeBudget,
 ) -> Result<Vec<(u32, [i32; 3], [f32; 4])>> {
     let axes = &grid.axes;
     let mut row = Vec::new();
@@ -213,10 +331,18 @@ fn row_of(
                     let (r, d) = edge_vector(positions[i], positions[j], shift_vector(shift, cell32));
                     if d <= cutoff {
                         if d < MIN_DISTANCE {
-                            return invalid_input!(
-                                "structure {structure}: atoms {i} and {j} are {d:.2e} Å apart (image {shift:?}); \
-                                 atoms on top of each other have no defined forces"
-                            );
+                            return if i == j {
+                                invalid_input!(
+                                    "structure {structure}: atom {i} and its own periodic image {shift:?} are \
+                                     {d:.2e} Å apart (a lattice vector that short); atoms on top of each other \
+                                     have no defined forces"
+                                )
+                            } else {
+                                invalid_input!(
+                                    "structure {structure}: atoms {i} and {j} are {d:.2e} Å apart (image \
+                                     {shift:?}); atoms on top of each other have no defined forces"
+                                )
+                            };
                         }
                         row.push(((offset + j) as u32, shift, [r[0], r[1], r[2], d]));
                     }
@@ -224,15 +350,59 @@ fn row_of(
             }
         }
     }
+    budget.take(row.len())?;
     row.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     Ok(row)
 }
 
+/// The edges the CPU search may still find: the memory available and the 32-bit
+/// edge indices bound it. Rows take from it as they are found, so a search that
+/// would exhaust the memory stops with the numbers instead.
+#[derive(Default)]
+struct EdgeBudget {
+    found: std::sync::atomic::AtomicUsize,
+    /// The limit and the memory it came from, asked for once the list is large.
+    limit: std::sync::OnceLock<Result<(usize, Option<u64>), String>>,
+}
+
+impl EdgeBudget {
+    fn limit(&self) -> Result<(usize, Option<u64>)> {
+        self.limit
+            .get_or_init(|| {
+                let available = crate::resources::available_memory().map_err(|e| e.to_string())?;
+                let by_memory = available.map_or(usize::MAX, |b| (b / CPU_BYTES_PER_EDGE as u64) as usize);
+                Ok((by_memory.min(u32::MAX as usize), available))
+            })
+            .clone()
+            .map_err(Error::InvalidInput)
+    }
+
+    fn take(&self, edges: usize) -> Result<()> {
+        let total = self.found.fetch_add(edges, std::sync::atomic::Ordering::Relaxed) + edges;
+        if (total * CPU_BYTES_PER_EDGE) as f64 <= crate::resources::UNCHECKED_BYTES {
+            return Ok(());
+        }
+        let (limit, available) = self.limit()?;
+        if total <= limit {
+            return Ok(());
+        }
+        let memory = crate::resources::human_bytes((total * CPU_BYTES_PER_EDGE) as f64);
+        match available {
+            Some(a) if limit < u32::MAX as usize => invalid_input!(
+                "the neighbour list needs more than {total} edges, more than {memory} of memory; {} are \
+                 available (set {} to change the limit); split the batch",
+                crate::resources::human_bytes(a as f64),
+                crate::resources::MEMORY_LIMIT_ENV
+            ),
+            _ => invalid_input!("more than {total} edges exceed the engine's 32-bit edge indices; split the batch"),
+        }
+    }
+}
+
 /// The neighbour list of a whole batch (structures never see each other).
 pub fn neighbor_list(batch: &Batch, cutoff: f32) -> Result<NeighborList> {
-    if !(cutoff > 0.0 && cutoff.is_finite()) {
-        return invalid_input!("cutoff {cutoff} must be positive and finite");
-    }
+    check_search(batch, cutoff)?;
+    let budget = EdgeBudget::default();
     let bin_cutoff = binning_cutoff(cutoff);
     // Rows of every atom, structure by structure (each parallel over its atoms).
     let mut rows: Vec<Vec<(u32, [i32; 3], [f32; 4])>> = Vec::with_capacity(batch.num_atoms());
@@ -244,7 +414,7 @@ pub fn neighbor_list(batch: &Batch, cutoff: f32) -> Result<NeighborList> {
         let grid = build_grid(&frac, cell, batch.pbc[s], bin_cutoff);
         let structure_rows: Result<Vec<_>> = (0..positions.len())
             .into_par_iter()
-            .map(|i| row_of(i, &grid, positions, &batch.cells[s], cutoff, range.start, s))
+            .map(|i| row_of(i, &grid, positions, &batch.cells[s], cutoff, range.start, s, &budget))
             .collect();
         rows.extend(structure_rows?);
     }

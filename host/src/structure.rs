@@ -103,14 +103,78 @@ pub(crate) fn plane_spacing(inv: &[[f64; 3]; 3]) -> [f64; 3] {
     std::array::from_fn(|a| 1.0 / (0..3).map(|k| inv[k][a] * inv[k][a]).sum::<f64>().sqrt())
 }
 
+/// Largest distance (Å) of an atom from its structure's origin: f32, in which the
+/// model computes, keeps 1e-3 Å there (its spacing at 8,192 to 16,384 Å is
+/// 9.8e-4 Å). Farther atoms would lose the precision of their forces silently.
+pub const MAX_COORDINATE: f64 = 1.0e4;
+
+/// The origin of a structure and its atoms' positions relative to it, in f64.
+/// Along periodic axes every atom is first wrapped into the cell (fractional
+/// coordinates in [0, 1)); the origin is then the centre of the atoms' bounding box,
+/// so the relative positions do not depend on where the structure sits.
+pub fn relative_positions(s: &Structure, index: usize) -> Result<([f64; 3], Vec<[f64; 3]>)> {
+    let wrapped: Vec<[f64; 3]> = match &s.cell {
+        Some(cell) if s.is_periodic() => {
+            let inv = inverse(cell);
+            s.positions
+                .iter()
+                .map(|p| {
+                    let f: [f64; 3] = std::array::from_fn(|a| {
+                        let f = (0..3).map(|k| p[k] * inv[k][a]).sum::<f64>();
+                        if s.pbc[a] {
+                            f - f.floor()
+                        } else {
+                            f
+                        }
+                    });
+                    std::array::from_fn(|x| (0..3).map(|a| f[a] * cell[a][x]).sum())
+                })
+                .collect()
+        }
+        _ => s.positions.clone(),
+    };
+    let mut lo = [f64::INFINITY; 3];
+    let mut hi = [f64::NEG_INFINITY; 3];
+    for p in &wrapped {
+        for x in 0..3 {
+            lo[x] = lo[x].min(p[x]);
+            hi[x] = hi[x].max(p[x]);
+        }
+    }
+    if wrapped.is_empty() {
+        return Ok(([0.0; 3], wrapped));
+    }
+    // Halfway computed so that it cannot overflow for coordinates near f64::MAX.
+    let origin: [f64; 3] = std::array::from_fn(|x| lo[x] / 2.0 + hi[x] / 2.0);
+    let relative: Vec<[f64; 3]> = wrapped.iter().map(|p| std::array::from_fn(|x| p[x] - origin[x])).collect();
+    let (atom, far) = relative
+        .iter()
+        .map(|p| p.iter().fold(0.0f64, |m, x| m.max(x.abs())))
+        .enumerate()
+        .fold((0, 0.0f64), |best, (i, d)| if d > best.1 { (i, d) } else { best });
+    if far.is_nan() || far > MAX_COORDINATE {
+        return invalid_input!(
+            "structure {index}: atom {atom} is {far:.3e} Å from the centre of the structure{}; beyond \
+             {MAX_COORDINATE:.0e} Å the model's f32 arithmetic keeps less than 1e-3 Å. Put far-apart parts \
+             into separate structures (frames)",
+            if s.is_periodic() { " (after wrapping into the cell)" } else { "" }
+        );
+    }
+    Ok((origin, relative))
+}
+
 /// A batch: every structure's atoms in one array, with offsets.
 #[derive(Clone, Debug)]
 pub struct Batch {
     /// `offsets[s]..offsets[s + 1]` are the atoms of structure s.
     pub offsets: Vec<usize>,
     pub numbers: Vec<u32>,
-    /// Positions in f32, as the model computes.
+    /// Positions in f32, as the model computes, relative to the structure's
+    /// `origins[s]` (and wrapped into the cell along periodic axes): see
+    /// [`relative_positions`]. [`Batch::absolute_positions`] adds the origin back.
     pub positions: Vec<[f32; 3]>,
+    /// Each structure's origin (Å, f64): absolute = origin + relative position.
+    pub origins: Vec<[f64; 3]>,
     /// Each structure's cell in f32, row-major (zero where there is none).
     pub cells: Vec<[f32; 9]>,
     /// Each structure's cell as given, and its periodicity.
@@ -120,17 +184,28 @@ pub struct Batch {
     pub structure_of: Vec<u32>,
 }
 
+/// Most atoms in one batch: atom and edge indices are 32-bit on the device.
+pub const MAX_BATCH_ATOMS: usize = u32::MAX as usize / 2;
+
 impl Batch {
     /// Validates and concatenates `structures`.
     pub fn new(structures: &[Structure]) -> Result<Self> {
-        let total: usize = structures.iter().map(|s| s.len()).sum();
-        if total > u32::MAX as usize / 2 {
-            return invalid_input!("{total} atoms exceed the engine's 32-bit atom indices");
-        }
+        let total = structures.iter().try_fold(0usize, |sum, s| sum.checked_add(s.len()));
+        let total = match total {
+            Some(t) if t <= MAX_BATCH_ATOMS => t,
+            _ => {
+                let shown = structures.iter().map(|s| s.len() as f64).sum::<f64>();
+                return invalid_input!(
+                    "{shown:.3e} atoms in one batch exceed the engine's limit of {MAX_BATCH_ATOMS} \
+                     (32-bit atom indices); split the input"
+                );
+            }
+        };
         let mut batch = Batch {
             offsets: Vec::with_capacity(structures.len() + 1),
             numbers: Vec::with_capacity(total),
             positions: Vec::with_capacity(total),
+            origins: Vec::with_capacity(structures.len()),
             cells: Vec::with_capacity(structures.len()),
             cells64: structures.iter().map(|s| s.cell).collect(),
             pbc: structures.iter().map(|s| s.pbc).collect(),
@@ -139,8 +214,10 @@ impl Batch {
         batch.offsets.push(0);
         for (index, s) in structures.iter().enumerate() {
             s.validate(index)?;
+            let (origin, relative) = relative_positions(s, index)?;
             batch.numbers.extend_from_slice(&s.numbers);
-            batch.positions.extend(s.positions.iter().map(|p| p.map(|x| x as f32)));
+            batch.positions.extend(relative.iter().map(|p| p.map(|x| x as f32)));
+            batch.origins.push(origin);
             let cell = s.cell.unwrap_or([[0.0; 3]; 3]);
             batch.cells.push(std::array::from_fn(|k| cell[k / 3][k % 3] as f32));
             batch.structure_of.extend(std::iter::repeat_n(index as u32, s.len()));
@@ -156,6 +233,17 @@ impl Batch {
     pub fn num_structures(&self) -> usize {
         self.offsets.len() - 1
     }
+
+    /// Structure `s`'s atoms at `positions` (relative, as in [`Batch::positions`] or
+    /// an MD report) as absolute f64 positions: the origin added back in f64.
+    pub fn absolute_positions(&self, s: usize, positions: &[[f32; 3]]) -> Vec<[f64; 3]> {
+        absolute(self.origins[s], &positions[self.offsets[s]..self.offsets[s + 1]])
+    }
+}
+
+/// `origin` + each relative position, in f64.
+pub fn absolute(origin: [f64; 3], relative: &[[f32; 3]]) -> Vec<[f64; 3]> {
+    relative.iter().map(|p| std::array::from_fn(|x| origin[x] + p[x] as f64)).collect()
 }
 
 #[cfg(test)]

@@ -205,6 +205,7 @@ impl GpuDynamics {
             time: step as f64 * dt,
             offsets: &batch.offsets,
             numbers: &batch.numbers,
+            origins: &batch.origins,
             positions: points(&r.positions),
             velocities: points(&r.velocities),
             forces: points(&r.forces),

@@ -42,7 +42,10 @@ pub struct Report<'a> {
     pub time: f64,
     pub offsets: &'a [usize],
     pub numbers: &'a [u32],
-    /// Å (not wrapped into the cell).
+    /// Each structure's origin (Å, f64): see [`Report::absolute_positions`].
+    pub origins: &'a [[f64; 3]],
+    /// Å, relative to the structure's origin (as `Batch::positions`): periodic
+    /// structures start wrapped into the cell and are not re-wrapped as atoms move.
     pub positions: &'a [[f32; 3]],
     /// Å/fs
     pub velocities: &'a [[f32; 3]],
@@ -56,6 +59,11 @@ pub struct Report<'a> {
 impl Report<'_> {
     pub fn num_structures(&self) -> usize {
         self.potential.len()
+    }
+
+    /// Structure `s`'s positions in Å, absolute: its origin added back in f64.
+    pub fn absolute_positions(&self, s: usize) -> Vec<[f64; 3]> {
+        crate::structure::absolute(self.origins[s], &self.positions[self.offsets[s]..self.offsets[s + 1]])
     }
 
     pub fn total_energy(&self, s: usize) -> f64 {
@@ -102,16 +110,16 @@ pub struct Dynamics {
 }
 
 enum Engine {
-    Cpu(CpuState),
+    Cpu(Box<CpuState>),
     Gpu(Box<gpu::GpuDynamics>),
 }
 
 struct CpuState {
     model: Model,
-    device: Device,
-    templates: Vec<Structure>,
+    cpu: crate::cpu::Cpu,
+    /// The batch at the current positions (relative to the structures' origins).
+    current: Batch,
     step: u64,
-    positions: Vec<[f32; 3]>,
     velocities: Vec<[f32; 3]>,
     forces: Vec<[f32; 3]>,
     potential: Vec<f64>,
@@ -136,19 +144,18 @@ impl Dynamics {
             Device::Gpu(g) => {
                 Engine::Gpu(Box::new(gpu::GpuDynamics::new(g.clone(), model, &batch, &masses, integrator)?))
             }
-            Device::Cpu(_) => {
+            Device::Cpu(cpu) => {
                 let mut state = CpuState {
                     model: model.clone(),
-                    device: device.clone(),
-                    templates: structures.to_vec(),
+                    cpu: cpu.clone(),
+                    current: batch.clone(),
                     step: 0,
-                    positions: batch.positions.clone(),
                     velocities: vec![[0.0; 3]; batch.num_atoms()],
                     forces: vec![[0.0; 3]; batch.num_atoms()],
                     potential: vec![0.0; batch.num_structures()],
                 };
                 state.evaluate()?;
-                Engine::Cpu(state)
+                Engine::Cpu(Box::new(state))
             }
         };
         Ok(Dynamics { batch, masses, integrator, engine })
@@ -296,22 +303,27 @@ fn kinetic_energies(batch: &Batch, masses: &[f32], velocities: &[[f32; 3]]) -> V
 }
 
 impl CpuState {
+    /// Forces and energies at the current positions: the model on the batch as it
+    /// is (no new origin, so the positions the integrator holds are the ones used).
     fn evaluate(&mut self) -> Result<()> {
-        let mut k = 0;
-        for t in &mut self.templates {
-            for p in &mut t.positions {
-                *p = self.positions[k].map(|x| x as f64);
-                k += 1;
-            }
+        let batch = &self.current;
+        if let Some(i) = batch.positions.iter().position(|p| p.iter().any(|x| !x.is_finite())) {
+            return invalid_input!(
+                "structure {}: atom {i} has a non-finite position: the integration diverged (try a smaller time step)",
+                batch.structure_of[i]
+            );
         }
-        let predictions = self.model.evaluate(&self.device, &self.templates)?;
-        self.forces = predictions.iter().flat_map(|p| p.forces.iter().map(|f| f.map(|x| x as f32))).collect();
-        self.potential = predictions.iter().map(|p| p.energy).collect();
+        let list = self.model.neighbors(batch)?;
+        crate::cpu::check_model_memory(&self.model, batch, &list, true)?;
+        let out = self.model.evaluate_cpu(&self.cpu, batch, &list, true);
+        self.forces = out.forces.unwrap_or_default();
+        self.potential = out.energies;
         Ok(())
     }
 
     fn step(&mut self, masses: &[f32], p: &Integrator) -> Result<()> {
-        for (i, ((x, v), f)) in self.positions.iter_mut().zip(&mut self.velocities).zip(&self.forces).enumerate() {
+        let positions = &mut self.current.positions;
+        for (i, ((x, v), f)) in positions.iter_mut().zip(&mut self.velocities).zip(&self.forces).enumerate() {
             integrate::kick_drift(x, v, *f, masses[i], p, self.step, i as u32);
         }
         self.evaluate().map_err(|e| e.in_context(format!("MD step {}", self.step + 1)))?;
@@ -328,7 +340,8 @@ impl CpuState {
             time: self.step as f64 * dt,
             offsets: &batch.offsets,
             numbers: &batch.numbers,
-            positions: &self.positions,
+            origins: &batch.origins,
+            positions: &self.current.positions,
             velocities: &self.velocities,
             forces: &self.forces,
             potential: &self.potential,

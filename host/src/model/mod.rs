@@ -65,7 +65,7 @@ impl Model {
     /// Loads a model file in our safetensors layout (see `tools/export_student.py`).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let bytes = crate::model_file::read(path)?;
         Self::from_bytes(&bytes).map_err(|e| match e {
             Error::InvalidModel(m) => Error::InvalidModel(format!("{}: {m}", path.display())),
             other => other,
@@ -73,6 +73,8 @@ impl Model {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let mended = crate::model_file::without_gaps(bytes)?;
+        let bytes = mended.as_deref().unwrap_or(bytes);
         let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| Error::InvalidModel(format!("not a safetensors file: {e}")))?;
         let metadata = header.metadata().clone().unwrap_or_default();
@@ -174,7 +176,7 @@ impl Model {
             let outputs = self.evaluate_gpu(g, structures, false)?;
             return Ok(outputs.into_iter().flat_map(|(_, out)| out.energies).collect());
         }
-        let (batch, list) = self.prepare(structures)?;
+        let (batch, list) = self.prepare(structures, false)?;
         Ok(self.evaluate_cpu(self.cpu_of(device)?, &batch, &list, false).energies)
     }
 
@@ -267,7 +269,7 @@ impl Model {
         if let Device::Gpu(g) = device {
             return self.predictions_gpu(g, structures);
         }
-        let (batch, list) = self.prepare(structures)?;
+        let (batch, list) = self.prepare(structures, true)?;
         let out = self.evaluate_cpu(self.cpu_of(device)?, &batch, &list, true);
         let forces = out.forces.unwrap_or_default();
         let edge_grad = out.edge_grad.unwrap_or_default();
@@ -285,9 +287,10 @@ impl Model {
             .collect())
     }
 
-    fn prepare(&self, structures: &[Structure]) -> Result<(Batch, NeighborList)> {
+    fn prepare(&self, structures: &[Structure], forces: bool) -> Result<(Batch, NeighborList)> {
         let batch = self.prepare_batch(structures)?;
         let list = self.neighbors(&batch)?;
+        crate::cpu::check_model_memory(self, &batch, &list, forces)?;
         Ok((batch, list))
     }
 
@@ -297,6 +300,7 @@ impl Model {
             Weights::Student(w) => w.check_elements(&batch.numbers, &batch.structure_of)?,
             Weights::Painn(w) => student::check_elements(w.config.max_z, None, &batch.numbers, &batch.structure_of)?,
         }
+        crate::neighbors::check_search(&batch, self.cutoff())?;
         Ok(batch)
     }
 

@@ -70,13 +70,9 @@ impl PainnConfig {
         if f == 0 || f % 2 != 0 || f > 4096 {
             return Err(Error::InvalidModel(format!("n_atom_basis {f} must be a positive even number, at most 4096")));
         }
-        if config.n_interactions == 0 || config.n_rbf == 0 || config.max_z == 0 {
-            return Err(Error::InvalidModel(format!("n_interactions, n_rbf and max_z must be positive in {config:?}")));
-        }
-        if !(cutoff > 0.0 && cutoff.is_finite()) || !mean.is_finite() {
-            return Err(Error::InvalidModel(format!(
-                "cutoff {cutoff} must be positive and finite, mean {mean} finite"
-            )));
+        super::student::check_config_bounds(config.n_interactions, config.n_rbf, config.max_z, cutoff)?;
+        if !mean.is_finite() {
+            return Err(Error::InvalidModel(format!("config: mean {mean} must be finite")));
         }
         Ok(config)
     }

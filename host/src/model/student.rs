@@ -8,6 +8,33 @@ use safetensors::{Dtype, SafeTensors};
 /// The architecture name the metadata must carry.
 pub const ARCHITECTURE: &str = "mlff_distiller.StudentForceField";
 
+/// Sane upper bounds of a model's config, checked on load (both architectures):
+/// beyond them a file is corrupt or hostile, and a cutoff of 1e6 Å would make every
+/// periodic input search billions of images.
+pub const MAX_CUTOFF: f32 = 30.0;
+pub const MAX_INTERACTIONS: usize = 64;
+pub const MAX_RBF: usize = 1024;
+pub const MAX_Z: usize = 1000;
+
+/// Checks the sizes and cutoff every architecture shares against the bounds above.
+pub(crate) fn check_config_bounds(interactions: usize, rbf: usize, max_z: usize, cutoff: f32) -> Result<()> {
+    for (name, value, max) in [
+        ("interactions", interactions, MAX_INTERACTIONS),
+        ("radial basis functions", rbf, MAX_RBF),
+        ("max_z", max_z, MAX_Z),
+    ] {
+        if value == 0 || value > max {
+            return Err(Error::InvalidModel(format!("config: {value} {name}; expected 1 to {max}")));
+        }
+    }
+    if !(cutoff > 0.0 && cutoff <= MAX_CUTOFF) {
+        return Err(Error::InvalidModel(format!(
+            "config: cutoff {cutoff} Å; expected more than 0 and at most {MAX_CUTOFF} Å"
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct StudentConfig {
     pub hidden_dim: usize,
@@ -42,14 +69,7 @@ impl StudentConfig {
         if h == 0 || h % 4 != 0 || h > 4096 {
             return Err(Error::InvalidModel(format!("hidden_dim {h} must be a positive multiple of 4, at most 4096")));
         }
-        if config.num_interactions == 0 || config.num_rbf == 0 || config.max_z == 0 {
-            return Err(Error::InvalidModel(format!(
-                "num_interactions, num_rbf and max_z must be positive in {config:?}"
-            )));
-        }
-        if !(cutoff > 0.0 && cutoff.is_finite()) {
-            return Err(Error::InvalidModel(format!("cutoff {cutoff} must be positive and finite")));
-        }
+        check_config_bounds(config.num_interactions, config.num_rbf, config.max_z, cutoff)?;
         Ok(config)
     }
 }

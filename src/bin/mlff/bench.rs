@@ -67,7 +67,19 @@ fn show(seconds: Option<f64>, structures: usize) -> String {
     }
 }
 
+/// Longest `--seconds`: an hour per case and device is already a long benchmark.
+const MAX_SECONDS: f64 = 3600.0;
+
 pub fn run(args: &BenchArgs) -> mlff::Result<()> {
+    if !(args.seconds >= 0.0 && args.seconds <= MAX_SECONDS) {
+        return Err(mlff::Error::InvalidInput(format!(
+            "--seconds {}: expected a number of seconds from 0 to {MAX_SECONDS}",
+            args.seconds
+        )));
+    }
+    if args.no_cpu && args.no_gpu {
+        return Err(mlff::Error::InvalidInput("--no-cpu and --no-gpu leave nothing to benchmark".into()));
+    }
     let model = load_model(&args.model)?;
     let gpu = if args.no_gpu {
         None
@@ -81,7 +93,10 @@ pub fn run(args: &BenchArgs) -> mlff::Result<()> {
         }
     };
     let cpu = if args.no_cpu { None } else { Some(Device::cpu()?) };
-    let budget = Duration::from_secs_f64(args.seconds.max(0.0));
+    if cpu.is_none() && gpu.is_none() {
+        return Err(mlff::Error::InvalidInput("--no-cpu given and there is no GPU: nothing to benchmark".into()));
+    }
+    let budget = Duration::from_secs_f64(args.seconds);
     let dimer = dimer()?;
     let cases: Vec<(&str, Vec<Structure>, bool)> = vec![
         ("benzene dimer", vec![dimer.clone()], true),

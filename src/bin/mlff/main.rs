@@ -4,6 +4,7 @@
 mod bench;
 mod md;
 mod output;
+mod signals;
 
 use clap::{Parser, Subcommand};
 use mlff::extxyz::{self, Frame};
@@ -85,6 +86,19 @@ pub fn load_model(name: &str) -> mlff::Result<Model> {
     }
 }
 
+/// How a command ended, beyond success and error: each has its exit code.
+pub enum Outcome {
+    Done,
+    /// `relax`: the output is written, but these frames did not converge.
+    NotConverged(usize),
+    /// `md`: stopped by this signal at a report; the outputs hold every report so far.
+    Interrupted(i32),
+}
+
+/// Exit codes (README): 0 done, 1 error, 2 bad arguments (clap's), 3 `relax` wrote its
+/// output but some frames did not converge, 128 + N stopped by signal N.
+const EXIT_NOT_CONVERGED: u8 = 3;
+
 /// Reads frames and warns about atoms closer than 0.1 Å (legal, but rarely meant).
 pub fn read_frames(path: &std::path::Path) -> mlff::Result<Vec<Frame>> {
     let frames = extxyz::read(path)?;
@@ -92,11 +106,33 @@ pub fn read_frames(path: &std::path::Path) -> mlff::Result<Vec<Frame>> {
         return Err(mlff::Error::InvalidInput(format!("{}: no frames", path.display())));
     }
     for (k, f) in frames.iter().enumerate() {
-        if let Some((i, j, d)) = closest_contact(&f.structure, 0.1) {
-            eprintln!("warning: {} frame {k}: atoms {i} and {j} are {d:.3} Å apart", path.display());
+        match closest_contact(&f.structure, 0.1) {
+            Some((i, j, d)) if i == j => eprintln!(
+                "warning: {} frame {k}: atom {i} and its own periodic image are {} Å apart",
+                path.display(),
+                distance(d)
+            ),
+            Some((i, j, d)) => {
+                eprintln!("warning: {} frame {k}: atoms {i} and {j} are {} Å apart", path.display(), distance(d))
+            }
+            None => {}
         }
     }
     Ok(frames)
+}
+
+/// The same error, an invalid-input message prefixed with the input file's name.
+pub fn in_file(path: &std::path::Path) -> impl FnOnce(mlff::Error) -> mlff::Error + '_ {
+    move |e| e.in_context(path.display())
+}
+
+/// "0.050", or "1.0e-4" where three decimals would say 0.000.
+fn distance(d: f32) -> String {
+    if d >= 0.01 {
+        format!("{d:.3}")
+    } else {
+        format!("{d:.1e}")
+    }
 }
 
 fn closest_contact(s: &Structure, within: f32) -> Option<(usize, usize, f32)> {
@@ -150,17 +186,26 @@ fn relax(
     output: &std::path::Path,
     settings: mlff::relax::FireSettings,
     device: &DeviceChoice,
-) -> mlff::Result<()> {
+) -> mlff::Result<Outcome> {
     let model = load_model(model)?;
     let device = device.open()?;
     let frames = read_frames(input)?;
+    if settings.relax_cell {
+        if let Some(k) = frames.iter().position(|f| !f.structure.is_periodic()) {
+            return Err(mlff::Error::InvalidInput(format!(
+                "{}: frame {k} is not periodic, so it has no cell to relax: --cell needs periodic frames",
+                input.display()
+            )));
+        }
+    }
     let structures: Vec<Structure> = frames.iter().map(|f| f.structure.clone()).collect();
     let mut out = AtomicFile::create(Some(output))?;
     let relaxed = mlff::relax::relax(&model, &device, &structures, settings, |step, active| {
         if step % 50 == 0 {
             eprintln!("relax: step {step}, {active} of {} frames still moving", structures.len());
         }
-    })?;
+    })
+    .map_err(in_file(input))?;
     let mut text = String::new();
     println!("{:>6} {:>8} {:>10} {:>18} {:>12}", "frame", "atoms", "steps", "energy (eV)", "fmax (eV/Å)");
     for (k, (f, r)) in frames.iter().zip(&relaxed).enumerate() {
@@ -177,7 +222,20 @@ fn relax(
         );
     }
     out.write(text.as_bytes())?;
-    out.commit()
+    out.commit()?;
+    let unconverged = relaxed.iter().filter(|r| !r.converged).count();
+    if unconverged > 0 {
+        eprintln!(
+            "relax: {unconverged} of {} frames did not converge to fmax {} eV/Å within {} steps \
+             ({} has them, marked relax_converged=F); exit code {EXIT_NOT_CONVERGED}",
+            relaxed.len(),
+            settings.fmax,
+            settings.max_steps,
+            output.display()
+        );
+        return Ok(Outcome::NotConverged(unconverged));
+    }
+    Ok(Outcome::Done)
 }
 
 fn info(model: &str) -> mlff::Result<()> {
@@ -201,20 +259,26 @@ fn info(model: &str) -> mlff::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = signals::install() {
+        eprintln!("warning: cannot watch for Ctrl-C ({e}): an interrupted run may leave a .mlff-*.partial file");
+    }
+    let done = |r: mlff::Result<()>| r.map(|()| Outcome::Done);
     let result = match cli.command {
         Command::Eval { model, input, output, batch_atoms, device } => {
-            eval(&model, &input, output, batch_atoms, &device)
+            done(eval(&model, &input, output, batch_atoms, &device))
         }
         Command::Md(args) => md::run(&args),
         Command::Relax { model, input, output, fmax, steps, cell, device } => {
             let settings = mlff::relax::FireSettings { fmax, max_steps: steps, relax_cell: cell, ..Default::default() };
             relax(&model, &input, &output, settings, &device)
         }
-        Command::Bench(args) => bench::run(&args),
-        Command::Info { model } => info(&model),
+        Command::Bench(args) => done(bench::run(&args)),
+        Command::Info { model } => done(info(&model)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::NotConverged(_)) => ExitCode::from(EXIT_NOT_CONVERGED),
+        Ok(Outcome::Interrupted(signal)) => ExitCode::from((128 + signal).clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
