@@ -7,6 +7,7 @@ pub mod gpu;
 pub mod painn;
 pub mod painn_cpu;
 pub mod student;
+pub mod weighted;
 
 use crate::device::Device;
 use crate::error::{invalid_input, Error, Result};
@@ -175,7 +176,7 @@ impl Model {
             return Ok(outputs.into_iter().flat_map(|(_, out)| out.energies).collect());
         }
         let (batch, list) = self.prepare(structures)?;
-        Ok(self.evaluate_cpu(self.cpu_of(device)?, &batch, &list, false).energies)
+        Ok(self.evaluate_cpu(self.cpu_of(device)?, &batch, &list, false, None).energies)
     }
 
     /// Runs whole-structure chunks of `structures` that fit the GPU's free memory.
@@ -268,7 +269,7 @@ impl Model {
             return self.predictions_gpu(g, structures);
         }
         let (batch, list) = self.prepare(structures)?;
-        let out = self.evaluate_cpu(self.cpu_of(device)?, &batch, &list, true);
+        let out = self.evaluate_cpu(self.cpu_of(device)?, &batch, &list, true, None);
         let forces = out.forces.unwrap_or_default();
         let edge_grad = out.edge_grad.unwrap_or_default();
         let stresses = stress(structures, &batch, &list, &edge_grad);
@@ -306,10 +307,11 @@ impl Model {
         batch: &Batch,
         list: &NeighborList,
         forces: bool,
+        energy_weights: Option<&[f32]>,
     ) -> cpu::BatchOutput {
         match &self.weights {
-            Weights::Student(w) => cpu::evaluate(cpu, w, batch, list, forces),
-            Weights::Painn(w) => painn_cpu::evaluate(cpu, w, batch, list, forces),
+            Weights::Student(w) => cpu::evaluate(cpu, w, batch, list, forces, energy_weights),
+            Weights::Painn(w) => painn_cpu::evaluate(cpu, w, batch, list, forces, energy_weights),
         }
     }
 
