@@ -292,6 +292,18 @@ impl Model {
         Ok((batch, list))
     }
 
+    /// Ok if the model computes atoms of atomic number `z`, else why not.
+    pub fn check_element(&self, z: u32) -> Result<()> {
+        let checked = match &self.weights {
+            Weights::Student(w) => w.check_elements(&[z], &[0]),
+            Weights::Painn(w) => student::check_elements(w.config.max_z, None, &[z], &[0]),
+        };
+        checked.map_err(|e| match e {
+            Error::InvalidInput(m) => Error::InvalidInput(m.trim_start_matches("structure 0: ").to_string()),
+            other => other,
+        })
+    }
+
     pub(crate) fn prepare_batch(&self, structures: &[Structure]) -> Result<Batch> {
         let batch = Batch::new(structures)?;
         match &self.weights {

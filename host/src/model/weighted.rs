@@ -119,8 +119,7 @@ impl Model {
 /// W = −Σ_e r_e ⊗ ∂E/∂r_e, accumulated in f64 in the order of `Model::evaluate`'s stress.
 fn virial(list: &NeighborList, edge_grad: &[[f32; 3]]) -> [[f64; 3]; 3] {
     let mut w = [[0.0f64; 3]; 3];
-    for e in 0..list.num_edges() {
-        let (r, g) = (&list.geom[e], &edge_grad[e]);
+    for (r, g) in list.geom.iter().zip(edge_grad) {
         for a in 0..3 {
             for b in 0..3 {
                 w[a][b] += r[a] as f64 * g[b] as f64;
