@@ -75,6 +75,14 @@ pub fn unavailable_reason() -> Option<String> {
     }
 }
 
+/// How many CUDA devices the driver reports (0 where no driver or device is usable).
+pub fn device_count() -> usize {
+    if unavailable_reason().is_some() {
+        return 0;
+    }
+    CudaContext::device_count().map_or(0, |n| n.max(0) as usize)
+}
+
 impl Gpu {
     /// Opens device `ordinal` and loads the kernels.
     pub fn new(ordinal: usize) -> Result<Self> {

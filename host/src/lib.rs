@@ -20,6 +20,7 @@ pub use device::Device;
 pub use error::{Error, Result};
 /// The kernel bodies (shared by the CPU path and the PTX).
 pub use mlff_kernels as kernels;
+pub use model::weighted::{AtomVirials, WeightedPrediction};
 pub use model::{Model, Prediction};
 pub use neighbors::{neighbor_list, NeighborList};
 pub use structure::{Batch, Structure};

@@ -8,7 +8,7 @@
 
 use crate::device::gpu;
 use crate::filter_table::{interpolate, knots};
-use crate::gpu_student::{for_each_row_edge_loaded, tile_dense, warp_task, RowEdge, TileThread};
+use crate::gpu_student::{energy_weight, for_each_row_edge_loaded, tile_dense, warp_task, RowEdge, TileThread};
 use crate::launch_args::ModelArgs;
 use crate::math::{fma, silu, silu_and_grad, sqrt};
 use crate::painn::NORM_EPSILON;
@@ -373,7 +373,8 @@ pub unsafe fn mixing_backward<const TA: usize, const SPLIT: bool>(a: &ModelArgs)
 }
 
 /// Readout H → H/2 (SiLU) → 1 plus the element offset over a tile of TA atoms
-/// (H threads), and ∂E/∂q into `gs` when asked. Shared memory: (H + H)·TA floats.
+/// (H threads), and ∂E/∂q into `gs` when asked; both scaled by the atom's energy
+/// weight. Shared memory: (H + H)·TA floats.
 #[inline(always)]
 pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
     let h = a.hidden as usize;
@@ -407,7 +408,7 @@ pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
         if !a.atomref.is_null() {
             e += *a.atomref.add(*a.numbers.add(first + c) as usize);
         }
-        *a.atom_energy.add(first + c) = e;
+        *a.atom_energy.add(first + c) = e * energy_weight(a, first + c);
     }
     if a.want_gradient == 0 {
         return;
@@ -422,7 +423,7 @@ pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
     for t in 0..TA {
         let i = first + t;
         if i < n {
-            *a.gs.add(i * h + c) = gq[t];
+            *a.gs.add(i * h + c) = gq[t] * energy_weight(a, i);
         }
     }
 }

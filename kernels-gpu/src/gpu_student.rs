@@ -658,8 +658,19 @@ pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
     }
 }
 
-/// Energy head over a tile of TA atoms (H threads), and ∂E/∂s into `gs` when asked.
-/// Shared memory: (H + 4·H/2 + 3·H/4)·TA floats.
+/// The weight w_i of atom i's energy in Σ w_i E_i (1 when the call has no weights).
+#[inline(always)]
+pub(crate) unsafe fn energy_weight(a: &ModelArgs, i: usize) -> f32 {
+    if a.energy_weight.is_null() {
+        1.0
+    } else {
+        *a.energy_weight.add(i)
+    }
+}
+
+/// Energy head over a tile of TA atoms (H threads), and ∂E/∂s into `gs` when asked;
+/// both scaled by the atom's energy weight. Shared memory: (H + 4·H/2 + 3·H/4)·TA
+/// floats.
 #[inline(always)]
 pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
     let h = a.hidden as usize;
@@ -705,7 +716,7 @@ pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
         if !a.atomref.is_null() {
             e += *a.atomref.add(*a.numbers.add(first + c) as usize);
         }
-        *a.atom_energy.add(first + c) = e;
+        *a.atom_energy.add(first + c) = e * energy_weight(a, first + c);
     }
     if a.want_gradient == 0 {
         return;
@@ -727,7 +738,7 @@ pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
     for t in 0..TA {
         let i = first + t;
         if i < n {
-            *a.gs.add(i * h + c) = gs[t];
+            *a.gs.add(i * h + c) = gs[t] * energy_weight(a, i);
         }
     }
 }
@@ -781,22 +792,46 @@ pub unsafe fn edge_gradients(a: &ModelArgs) {
     }
 }
 
-/// F_i = Σ_{e in row i} (∂E/∂r_e − ∂E/∂r_rev(e)), since r_e = R_j − R_i.
+/// F_i = Σ_{e in row i} (∂E/∂r_e − ∂E/∂r_rev(e)), since r_e = R_j − R_i; and, where
+/// `pair_virial` is given, ½ Σ_{e in row i} r_e ⊗ (∂E/∂r_e − ∂E/∂r_rev(e)): atom i's
+/// half of each edge it receives (r_e ⊗ ∂E/∂r_e) and of each it sends (the reverse
+/// edge, r_rev = −r_e).
 #[inline(always)]
 pub unsafe fn forces(a: &ModelArgs) {
     let Some((i, row)) = warp_row(a) else { return };
+    // Uniform over the warp, so every lane takes part in the reductions below.
+    let split_virial = !a.pair_virial.is_null();
+    let cell = (*a.records.add(*a.structure_of.add(i) as usize)).cell;
+    let ri = *a.positions.add(i);
     let mut f = [0.0f32; 3];
+    let mut virial = [0.0f32; 9];
     let mut e = row.start + gpu::lane_id();
     while e < row.end {
         let (g, back) = (*a.edge_grad.add(e), *a.edge_grad.add(*a.reverse.add(e) as usize));
+        let net: [f32; 3] = core::array::from_fn(|x| g[x] - back[x]);
         for x in 0..3 {
-            f[x] += g[x] - back[x];
+            f[x] += net[x];
+        }
+        if split_virial {
+            let j = *a.src.add(e) as usize;
+            let (r, _) = edge_vector(ri, *a.positions.add(j), shift_vector(*a.shift.add(e), &cell));
+            for x in 0..3 {
+                for y in 0..3 {
+                    virial[3 * x + y] = fma(r[x], net[y], virial[3 * x + y]);
+                }
+            }
         }
         e += 32;
     }
     let f = f.map(gpu::warp_reduce_sum);
     if gpu::lane_id() == 0 {
         *a.forces.add(i) = f;
+    }
+    if split_virial {
+        let virial = virial.map(gpu::warp_reduce_sum);
+        if gpu::lane_id() == 0 {
+            *a.pair_virial.add(i) = virial.map(|x| 0.5 * x);
+        }
     }
 }
 

@@ -144,6 +144,13 @@ pub struct ModelArgs {
     pub atom_energy: *mut f32,
     pub atom_virial: *mut [f32; 9],
     pub forces: *mut [f32; 3],
+    /// Per-atom energy weights w_i: the call computes Σ w_i E_i (`atom_energy` holds
+    /// w_i E_i) and its gradient (the readout adjoint is seeded with w_i). Null: all 1.
+    pub energy_weight: *const f32,
+    /// Null, or per atom its half of the virial of every edge it is in,
+    /// ½ Σ_{e in row i} r_e ⊗ (∂E/∂r_e − ∂E/∂r_rev(e)) (written by `forces`; the atoms'
+    /// values sum to the structure's Σ r ⊗ ∂E/∂r).
+    pub pair_virial: *mut [f32; 9],
     /// Per structure: energy, then the virial Σ r ⊗ ∂E/∂r (row-major), in f64.
     pub structure_out: *mut f64,
     pub mixing: [f32; 9],

@@ -315,7 +315,7 @@ impl CpuState {
         }
         let list = self.model.neighbors(batch)?;
         crate::cpu::check_model_memory(&self.model, batch, &list, true)?;
-        let out = self.model.evaluate_cpu(&self.cpu, batch, &list, true);
+        let out = self.model.evaluate_cpu(&self.cpu, batch, &list, true, None);
         self.forces = out.forces.unwrap_or_default();
         self.potential = out.energies;
         Ok(())

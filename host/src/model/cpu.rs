@@ -41,11 +41,26 @@ pub(super) fn split_rows<'a, T>(mut data: &'a mut [T], row_ptr: &[u32]) -> Vec<&
     rows
 }
 
-pub fn evaluate(cpu: &Cpu, w: &StudentWeights, batch: &Batch, list: &NeighborList, forces: bool) -> BatchOutput {
-    cpu.install(|| evaluate_in_pool(w, batch, list, forces))
+/// `energy_weights` (one per atom, None: all 1) make the call compute Σ w_i E_i and
+/// its gradient: `atom_energies` are w_i E_i, and the readout adjoint is seeded with w_i.
+pub fn evaluate(
+    cpu: &Cpu,
+    w: &StudentWeights,
+    batch: &Batch,
+    list: &NeighborList,
+    forces: bool,
+    energy_weights: Option<&[f32]>,
+) -> BatchOutput {
+    cpu.install(|| evaluate_in_pool(w, batch, list, forces, energy_weights))
 }
 
-fn evaluate_in_pool(w: &StudentWeights, batch: &Batch, list: &NeighborList, want_forces: bool) -> BatchOutput {
+fn evaluate_in_pool(
+    w: &StudentWeights,
+    batch: &Batch,
+    list: &NeighborList,
+    want_forces: bool,
+    energy_weights: Option<&[f32]>,
+) -> BatchOutput {
     let h = w.hidden_dim();
     let k = w.config.num_rbf;
     let n = batch.num_atoms();
@@ -88,8 +103,10 @@ fn evaluate_in_pool(w: &StudentWeights, batch: &Batch, list: &NeighborList, want
     let atom_energies: Vec<f32> = s
         .par_chunks(h)
         .zip(batch.numbers.par_iter())
-        .map_init(atom_scratch, |scratch, (s_atom, &z)| {
-            readout_atom(s_atom, &readout, scratch) + w.atomref.as_ref().map_or(0.0, |r| r[z as usize])
+        .enumerate()
+        .map_init(atom_scratch, |scratch, (i, (s_atom, &z))| {
+            (readout_atom(s_atom, &readout, scratch) + w.atomref.as_ref().map_or(0.0, |r| r[z as usize]))
+                * energy_weight(energy_weights, i)
         })
         .collect();
     let energies = structure_energies(batch, &atom_energies);
@@ -99,9 +116,10 @@ fn evaluate_in_pool(w: &StudentWeights, batch: &Batch, list: &NeighborList, want
 
     // Adjoint: ∂E/∂s of the final state, then back through every block.
     let mut gs = vec![0.0f32; n * h];
-    gs.par_chunks_mut(h)
-        .zip(s.par_chunks(h))
-        .for_each_init(atom_scratch, |scratch, (g, s_atom)| readout_backward_atom(s_atom, &readout, scratch, g));
+    gs.par_chunks_mut(h).zip(s.par_chunks(h)).enumerate().for_each_init(atom_scratch, |scratch, (i, (g, s_atom))| {
+        readout_backward_atom(s_atom, &readout, scratch, g);
+        scale_by_energy_weight(g, energy_weights, i);
+    });
     let mut gv: Option<Vec<f32>> = None;
     let mut edge_grad = vec![[0.0f32; 3]; list.num_edges()];
     for (t, block) in blocks.iter().enumerate().rev() {
@@ -171,6 +189,18 @@ pub(super) fn forces_from_edges(list: &NeighborList, edge_grad: &[[f32; 3]]) -> 
             f
         })
         .collect()
+}
+
+/// w_i of Σ w_i E_i (1 without weights).
+pub(super) fn energy_weight(energy_weights: Option<&[f32]>, i: usize) -> f32 {
+    energy_weights.map_or(1.0, |w| w[i])
+}
+
+/// Seeds the readout adjoint ∂E_i/∂s_i of atom i with its energy weight.
+pub(super) fn scale_by_energy_weight(g: &mut [f32], energy_weights: Option<&[f32]>, i: usize) {
+    if let Some(w) = energy_weights {
+        g.iter_mut().for_each(|x| *x *= w[i]);
+    }
 }
 
 /// Σ atom energies of each structure, accumulated in f64.

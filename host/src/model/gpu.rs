@@ -374,7 +374,13 @@ pub struct Workspace {
     forces_host: Pinned<f32>,
     atom_energy_host: Pinned<f32>,
     status_host: Pinned<u32>,
-    graph: Option<(bool, CudaGraph)>,
+    /// The energy weights of weighted calls (device, pinned host), made on first use.
+    energy_weight: Option<(CudaSlice<f32>, Pinned<f32>)>,
+    /// Per-atom split virials, 9 floats an atom (device, pinned host), made on first use.
+    pair_virial: Option<(CudaSlice<f32>, Pinned<f32>)>,
+    /// What the call being enqueued computes.
+    kind: CallKind,
+    graph: Option<(CallKind, CudaGraph)>,
     /// False with `MLFF_NO_GRAPH` set (every call enqueued eagerly, e.g. to profile).
     use_graph: bool,
     calls_of_shape: usize,
@@ -384,11 +390,27 @@ pub struct Workspace {
 
 /// What one call returns, for the whole batch.
 pub struct GpuOutput {
+    /// Σ w_i E_i per structure (w = 1 unless the call was weighted).
     pub energies: Vec<f64>,
+    /// w_i E_i.
     pub atom_energies: Vec<f32>,
     pub forces: Option<Vec<[f32; 3]>>,
     /// Σ_edges r ⊗ ∂E/∂r per structure (row-major), when forces were asked for.
     pub virials: Option<Vec<[f64; 9]>>,
+    /// Per atom ½ Σ_{edges e of i} r_e ⊗ (∂E/∂r_e − ∂E/∂r_rev(e)) (row-major), when
+    /// asked for (`run_weighted`): each edge's r ⊗ ∂E/∂r split half and half between
+    /// its two atoms, so they sum to `virials`.
+    pub atom_virials: Option<Vec<[f32; 9]>>,
+}
+
+/// What a call computes, and so which CUDA graph replays it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct CallKind {
+    forces: bool,
+    /// Energy weights given (`energy_weight` is live).
+    weighted: bool,
+    /// Per-atom split virials wanted (`pair_virial` is live).
+    atom_virials: bool,
 }
 
 impl Workspace {
@@ -431,6 +453,9 @@ impl Workspace {
             forces_host: Pinned::new(3 * nz)?,
             atom_energy_host: Pinned::new(nz)?,
             status_host: Pinned::new(status::WORDS)?,
+            energy_weight: None,
+            pair_virial: None,
+            kind: CallKind::default(),
             graph: None,
             use_graph: std::env::var_os("MLFF_NO_GRAPH").is_none(),
             calls_of_shape: 0,
@@ -504,6 +529,14 @@ impl Workspace {
             atom_energy: g.address(&self.atom_energy),
             atom_virial: g.address(&self.atom_virial) as *mut [f32; 9],
             forces: g.address(&self.forces) as *mut [f32; 3],
+            energy_weight: match &self.energy_weight {
+                Some((weights, _)) if self.kind.weighted => g.address(weights),
+                _ => std::ptr::null(),
+            },
+            pair_virial: match &self.pair_virial {
+                Some((virials, _)) if self.kind.atom_virials => g.address(virials) as *mut [f32; 9],
+                _ => std::ptr::null_mut(),
+            },
             structure_out: g.address(&self.structure_out),
             mixing: [0.0; 9],
             num_atoms: self.num_atoms as u32,
@@ -590,6 +623,9 @@ impl Workspace {
     fn enqueue(&mut self, w: &GpuWeights, want_forces: bool) -> Result<()> {
         let gpu = w.gpu.clone();
         gpu.copy_to_device(&mut self.cells.positions, &self.positions_in)?;
+        if let (true, Some((device, host))) = (self.kind.weighted, &mut self.energy_weight) {
+            gpu.copy_to_device(device, host)?;
+        }
         self.enqueue_model(w, want_forces)?;
         self.enqueue_structure_sums(w, want_forces)?;
         if self.num_structures > 0 {
@@ -599,6 +635,9 @@ impl Workspace {
             gpu.copy_to_host(&mut self.atom_energy_host, &self.atom_energy)?;
             if want_forces {
                 gpu.copy_to_host(&mut self.forces_host, &self.forces)?;
+            }
+            if let (true, Some((device, host))) = (self.kind.atom_virials, &mut self.pair_virial) {
+                gpu.copy_to_host(host, device)?;
             }
         }
         gpu.copy_to_host(&mut self.status_host, &self.cells.status)
@@ -772,16 +811,54 @@ impl Workspace {
         want_forces: bool,
         batch: &Batch,
     ) -> Result<GpuOutput> {
+        let kind = CallKind { forces: want_forces, ..CallKind::default() };
+        self.run_kind(w, positions, kind, batch)
+    }
+
+    /// `run` with forces, of the weighted energy Σ w_i E_i (`energy_weights`: one per
+    /// atom), and with `atom_virials` each atom's split virial
+    /// ([`GpuOutput::atom_virials`]).
+    pub fn run_weighted(
+        &mut self,
+        w: &GpuWeights,
+        positions: &[[f32; 3]],
+        energy_weights: &[f32],
+        atom_virials: bool,
+        batch: &Batch,
+    ) -> Result<GpuOutput> {
+        if energy_weights.len() != self.num_atoms {
+            return invalid_input!(
+                "{} energy weights for a workspace of {} atoms",
+                energy_weights.len(),
+                self.num_atoms
+            );
+        }
+        let n = self.num_atoms.max(1);
+        if self.energy_weight.is_none() {
+            self.energy_weight = Some((w.gpu.zeros::<f32>(n)?, Pinned::new(n)?));
+        }
+        if atom_virials && self.pair_virial.is_none() {
+            self.pair_virial = Some((w.gpu.zeros::<f32>(9 * n)?, Pinned::new(9 * n)?));
+        }
+        if let Some((_, host)) = &mut self.energy_weight {
+            host[..energy_weights.len()].copy_from_slice(energy_weights);
+        }
+        self.run_kind(w, positions, CallKind { forces: true, weighted: true, atom_virials }, batch)
+    }
+
+    fn run_kind(&mut self, w: &GpuWeights, positions: &[[f32; 3]], kind: CallKind, batch: &Batch) -> Result<GpuOutput> {
         if positions.len() != self.num_atoms {
             return invalid_input!("{} positions for a workspace of {} atoms", positions.len(), self.num_atoms);
         }
         for (k, p) in positions.iter().enumerate() {
             self.positions_in[3 * k..3 * k + 3].copy_from_slice(p);
         }
+        let want_forces = kind.forces;
+        self.kind = kind;
         let use_graph = self.use_graph;
         self.calls_of_shape += 1;
         match &self.graph {
-            Some((forces, graph)) if *forces == want_forces && use_graph => {
+            Some((graph_kind, graph)) if *graph_kind == kind && use_graph => {
                 graph.launch().map_err(Error::cuda("replaying the CUDA graph"))?;
             }
             _ if use_graph && self.calls_of_shape >= 2 => {
@@ -789,7 +866,7 @@ impl Workspace {
                 let gpu = w.gpu.clone();
                 let graph = gpu.capture(|| self.enqueue(w, want_forces))?;
                 graph.launch().map_err(Error::cuda("launching the CUDA graph"))?;
-                self.graph = Some((want_forces, graph));
+                self.graph = Some((kind, graph));
             }
             _ => self.enqueue(w, want_forces)?,
         }
@@ -801,7 +878,7 @@ impl Workspace {
         if words[status::OVERFLOW] != 0 {
             let total = self.cells.num_edges()?;
             self.grow_edges(w, total + total / 8)?;
-            return self.run(w, positions, want_forces, batch);
+            return self.run_kind(w, positions, kind, batch);
         }
         let s = self.num_structures;
         let out = &self.structure_out_host;
@@ -811,7 +888,13 @@ impl Workspace {
         let n = self.num_atoms;
         let forces =
             want_forces.then(|| (0..n).map(|i| std::array::from_fn(|x| self.forces_host[3 * i + x])).collect());
-        Ok(GpuOutput { energies, atom_energies: self.atom_energy_host[..n].to_vec(), forces, virials })
+        let atom_virials = match &self.pair_virial {
+            Some((_, host)) if kind.atom_virials => {
+                Some((0..n).map(|i| std::array::from_fn(|q| host[9 * i + q])).collect())
+            }
+            _ => None,
+        };
+        Ok(GpuOutput { energies, atom_energies: self.atom_energy_host[..n].to_vec(), forces, virials, atom_virials })
     }
 
     pub(crate) fn grow_edges(&mut self, w: &GpuWeights, capacity: usize) -> Result<()> {

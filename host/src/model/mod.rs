@@ -7,6 +7,7 @@ pub mod gpu;
 pub mod painn;
 pub mod painn_cpu;
 pub mod student;
+pub mod weighted;
 
 use crate::device::Device;
 use crate::error::{invalid_input, Error, Result};
@@ -177,7 +178,7 @@ impl Model {
             return Ok(outputs.into_iter().flat_map(|(_, out)| out.energies).collect());
         }
         let (batch, list) = self.prepare(structures, false)?;
-        Ok(self.evaluate_cpu(self.cpu_of(device)?, &batch, &list, false).energies)
+        Ok(self.evaluate_cpu(self.cpu_of(device)?, &batch, &list, false, None).energies)
     }
 
     /// Runs whole-structure chunks of `structures` that fit the GPU's free memory.
@@ -270,7 +271,7 @@ impl Model {
             return self.predictions_gpu(g, structures);
         }
         let (batch, list) = self.prepare(structures, true)?;
-        let out = self.evaluate_cpu(self.cpu_of(device)?, &batch, &list, true);
+        let out = self.evaluate_cpu(self.cpu_of(device)?, &batch, &list, true, None);
         let forces = out.forces.unwrap_or_default();
         let edge_grad = out.edge_grad.unwrap_or_default();
         let stresses = stress(structures, &batch, &list, &edge_grad);
@@ -294,6 +295,18 @@ impl Model {
         Ok((batch, list))
     }
 
+    /// Ok if the model computes atoms of atomic number `z`, else why not.
+    pub fn check_element(&self, z: u32) -> Result<()> {
+        let checked = match &self.weights {
+            Weights::Student(w) => w.check_elements(&[z], &[0]),
+            Weights::Painn(w) => student::check_elements(w.config.max_z, None, &[z], &[0]),
+        };
+        checked.map_err(|e| match e {
+            Error::InvalidInput(m) => Error::InvalidInput(m.trim_start_matches("structure 0: ").to_string()),
+            other => other,
+        })
+    }
+
     pub(crate) fn prepare_batch(&self, structures: &[Structure]) -> Result<Batch> {
         let batch = Batch::new(structures)?;
         match &self.weights {
@@ -310,10 +323,11 @@ impl Model {
         batch: &Batch,
         list: &NeighborList,
         forces: bool,
+        energy_weights: Option<&[f32]>,
     ) -> cpu::BatchOutput {
         match &self.weights {
-            Weights::Student(w) => cpu::evaluate(cpu, w, batch, list, forces),
-            Weights::Painn(w) => painn_cpu::evaluate(cpu, w, batch, list, forces),
+            Weights::Student(w) => cpu::evaluate(cpu, w, batch, list, forces, energy_weights),
+            Weights::Painn(w) => painn_cpu::evaluate(cpu, w, batch, list, forces, energy_weights),
         }
     }
 

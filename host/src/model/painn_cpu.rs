@@ -1,7 +1,9 @@
 //! PaiNN on the CPU: the kernel bodies of `kernels::painn`, run over atoms and
 //! receiver rows in parallel, for a whole batch at once.
 
-use super::cpu::{forces_from_edges, split_rows, structure_energies, BatchOutput};
+use super::cpu::{
+    energy_weight, forces_from_edges, scale_by_energy_weight, split_rows, structure_energies, BatchOutput,
+};
 use super::painn::PainnWeights;
 use crate::cpu::Cpu;
 use crate::neighbors::NeighborList;
@@ -22,11 +24,25 @@ struct BlockStates {
     mu_mid: Vec<f32>,
 }
 
-pub fn evaluate(cpu: &Cpu, w: &PainnWeights, batch: &Batch, list: &NeighborList, forces: bool) -> BatchOutput {
-    cpu.install(|| evaluate_in_pool(w, batch, list, forces))
+/// `energy_weights` as in [`super::cpu::evaluate`].
+pub fn evaluate(
+    cpu: &Cpu,
+    w: &PainnWeights,
+    batch: &Batch,
+    list: &NeighborList,
+    forces: bool,
+    energy_weights: Option<&[f32]>,
+) -> BatchOutput {
+    cpu.install(|| evaluate_in_pool(w, batch, list, forces, energy_weights))
 }
 
-fn evaluate_in_pool(w: &PainnWeights, batch: &Batch, list: &NeighborList, want_forces: bool) -> BatchOutput {
+fn evaluate_in_pool(
+    w: &PainnWeights,
+    batch: &Batch,
+    list: &NeighborList,
+    want_forces: bool,
+    energy_weights: Option<&[f32]>,
+) -> BatchOutput {
     let f = w.features();
     let k = w.config.n_rbf;
     let n = batch.num_atoms();
@@ -72,7 +88,10 @@ fn evaluate_in_pool(w: &PainnWeights, batch: &Batch, list: &NeighborList, want_f
     let atom_energies: Vec<f32> = q
         .par_chunks(f)
         .zip(batch.numbers.par_iter())
-        .map_init(atom_scratch, |scratch, (q_atom, &z)| readout_atom(q_atom, &readout, scratch) + w.atom_offset(z))
+        .enumerate()
+        .map_init(atom_scratch, |scratch, (i, (q_atom, &z))| {
+            (readout_atom(q_atom, &readout, scratch) + w.atom_offset(z)) * energy_weight(energy_weights, i)
+        })
         .collect();
     let energies = structure_energies(batch, &atom_energies);
     if !want_forces {
@@ -80,9 +99,10 @@ fn evaluate_in_pool(w: &PainnWeights, batch: &Batch, list: &NeighborList, want_f
     }
 
     let mut gq = vec![0.0f32; n * f];
-    gq.par_chunks_mut(f)
-        .zip(q.par_chunks(f))
-        .for_each_init(atom_scratch, |scratch, (g, q_atom)| readout_backward_atom(q_atom, &readout, scratch, g));
+    gq.par_chunks_mut(f).zip(q.par_chunks(f)).enumerate().for_each_init(atom_scratch, |scratch, (i, (g, q_atom))| {
+        readout_backward_atom(q_atom, &readout, scratch, g);
+        scale_by_energy_weight(g, energy_weights, i);
+    });
     let mut gmu: Option<Vec<f32>> = None;
     let mut edge_grad = vec![[0.0f32; 3]; list.num_edges()];
     for (t, block) in blocks.iter().enumerate().rev() {
