@@ -6,6 +6,7 @@
 //! chunk is copied out while the next chunk runs. On the CPU the same per-atom
 //! integrator bodies step the atoms between calls of the CPU model.
 
+mod fused;
 mod gpu;
 
 use crate::device::Device;
@@ -104,6 +105,8 @@ pub struct Dynamics {
 enum Engine {
     Cpu(CpuState),
     Gpu(Box<gpu::GpuDynamics>),
+    /// Molecules on the fused engine: one launch per report.
+    Fused(Box<fused::FusedDynamics>),
 }
 
 struct CpuState {
@@ -133,6 +136,9 @@ impl Dynamics {
             })
             .collect::<Result<Vec<_>>>()?;
         let engine = match device {
+            Device::Gpu(g) if crate::model::fused::takes_batch(model, &batch)? => {
+                Engine::Fused(Box::new(fused::FusedDynamics::new(g.clone(), model, &batch, &masses, integrator)?))
+            }
             Device::Gpu(g) => {
                 Engine::Gpu(Box::new(gpu::GpuDynamics::new(g.clone(), model, &batch, &masses, integrator)?))
             }
@@ -174,6 +180,7 @@ impl Dynamics {
         match &mut self.engine {
             Engine::Cpu(state) => state.velocities = v,
             Engine::Gpu(g) => g.set_velocities(&v)?,
+            Engine::Fused(g) => g.set_velocities(&v)?,
         }
         Ok(())
     }
@@ -219,6 +226,7 @@ impl Dynamics {
                 Ok(look(&state.report(batch, dt, &kinetic)))
             }
             Engine::Gpu(g) => g.current(batch, dt, look),
+            Engine::Fused(g) => g.current(batch, dt, look),
         }
     }
 
@@ -246,6 +254,7 @@ impl Dynamics {
                 }
             }
             Engine::Gpu(g) => g.run(&self.batch, dt, steps, report_every, &mut on_report)?,
+            Engine::Fused(g) => g.run(&self.batch, dt, steps, report_every, &mut on_report)?,
         }
         Ok(RunSummary { steps, atoms: self.num_atoms(), seconds: start.elapsed().as_secs_f64() })
     }
@@ -258,6 +267,7 @@ impl Dynamics {
     pub fn resize_edge_buffers(&mut self, capacity: usize) -> Result<()> {
         match &mut self.engine {
             Engine::Gpu(g) => g.resize_edge_buffers(capacity),
+            Engine::Fused(_) => Ok(()),
             Engine::Cpu(_) => Ok(()),
         }
     }
