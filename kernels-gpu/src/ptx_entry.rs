@@ -352,7 +352,10 @@ pub unsafe extern "ptx-kernel" fn mlff_md_kinetic(a: MdArgs) {
 pub unsafe extern "ptx-kernel" fn mlff_fused_student_evaluate(a: crate::fused::student::FusedStudentArgs) {
     let s = gpu::block_idx();
     if s < a.num_structures as usize {
-        crate::fused::student::evaluate(&crate::fused::team::BlockTeam, &a, s, a.want_forces != 0);
+        let faults = crate::fused::student::evaluate(&crate::fused::team::BlockTeam, &a, s, a.want_forces != 0);
+        if gpu::thread_idx() == 0 {
+            *a.faults.add(s) = faults;
+        }
     }
 }
 #[no_mangle]

@@ -10,7 +10,7 @@
 use super::filter_table::{build, inverse_spacing};
 use super::student::{Linear, StudentWeights};
 use crate::error::{invalid_input, Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Pinned};
 use crate::structure::Batch;
 use cudarc::driver::{CudaSlice, LaunchConfig};
 use mlff_kernels::fused::student::{evaluate, FusedLinear, FusedStudentArgs, FusedStudentBlock, StudentLayout};
@@ -312,15 +312,14 @@ enum Body {
 /// # Safety
 /// `args` must cover the batch (as `emulate` builds it) and `s` be one of its structures.
 unsafe fn run_body<T: Team>(team: &T, args: &FusedStudentArgs, s: usize, body: Body) {
-    match body {
-        Body::Evaluate(forces) => {
-            evaluate(team, args, s, forces);
-        }
-        Body::Md => {
-            if evaluate(team, args, s, true) == 0 {
-                mlff_kernels::fused::student::md(team, args, s);
-            }
-        }
+    let forces = matches!(body, Body::Evaluate(true) | Body::Md);
+    let faults = evaluate(team, args, s, forces);
+    if team.thread() == 0 {
+        *args.faults.add(s) = faults;
+    }
+    team.sync();
+    if matches!(body, Body::Md) && faults == 0 {
+        mlff_kernels::fused::student::md(team, args, s);
     }
 }
 
@@ -453,6 +452,67 @@ pub struct FusedStudentGpu {
     scratch: Option<CudaSlice<f32>>,
     /// The most threads a block of the evaluate kernel may have (its registers).
     max_threads: u32,
+    /// Staging buffers of the last call, kept for the next.
+    io: Option<StagedIo>,
+}
+
+/// Consecutive byte segments of one buffer, each starting 16-byte aligned.
+struct Segments<const K: usize> {
+    start: [usize; K],
+    len: [usize; K],
+    total: usize,
+}
+
+impl<const K: usize> Segments<K> {
+    fn new(len: [usize; K]) -> Self {
+        let mut start = [0; K];
+        let mut at = 0;
+        for k in 0..K {
+            start[k] = at;
+            at = (at + len[k]).div_ceil(16) * 16;
+        }
+        Segments { start, len, total: at.max(16) }
+    }
+
+    fn write(&self, buffer: &mut [u8], k: usize, bytes: &[u8]) {
+        buffer[self.start[k]..self.start[k] + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// `count` values of segment k.
+    fn read<T: Copy + Default>(&self, buffer: &[u8], k: usize, count: usize) -> Vec<T> {
+        let size = std::mem::size_of::<T>();
+        let bytes = &buffer[self.start[k]..self.start[k] + self.len[k].min(count * size)];
+        let mut out = vec![T::default(); bytes.len() / size];
+        // SAFETY: `out` holds exactly `bytes.len()` bytes of plain values (f64, u32,
+        // f32, [f32; 3]), every bit pattern of which is valid.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr() as *mut u8, bytes.len()) };
+        out
+    }
+}
+
+/// Pinned host and device buffers for a call's inputs and outputs.
+struct StagedIo {
+    input: CudaSlice<u8>,
+    output: CudaSlice<u8>,
+    input_host: Pinned<u8>,
+    output_host: Pinned<u8>,
+}
+
+impl StagedIo {
+    fn new(gpu: &Gpu, input: usize, output: usize) -> Result<Self> {
+        // Room to grow, so that a slightly larger batch does not reallocate.
+        let (input, output) = (input + input / 2, output + output / 2);
+        Ok(StagedIo {
+            input: gpu.zeros(input)?,
+            output: gpu.zeros(output)?,
+            input_host: Pinned::new(input)?,
+            output_host: Pinned::new(output)?,
+        })
+    }
+
+    fn fits<const I: usize, const O: usize>(&self, input: &Segments<I>, output: &Segments<O>) -> bool {
+        self.input.len() >= input.total && self.output.len() >= output.total
+    }
 }
 
 /// The evaluate and MD kernels.
@@ -499,6 +559,7 @@ impl FusedStudentGpu {
         }
         Ok(FusedStudentGpu {
             max_threads,
+            io: None,
             hidden: w.hidden,
             blocks: w.num_blocks(),
             cutoff: w.cutoff,
@@ -582,53 +643,66 @@ impl FusedStudentGpu {
         self.scratch_address()
     }
 
-    /// Energies, atom energies, (forces) and fault bits of every molecule of `batch`.
+    /// Energies, atom energies, (forces) and fault bits of every molecule of `batch`:
+    /// one copy of the inputs to the device, one launch, one copy of the results back.
     pub fn evaluate(&mut self, batch: &Batch, want_forces: bool) -> Result<FusedOutput> {
         check_batch(batch)?;
         let (n, s) = (batch.num_atoms(), batch.num_structures());
+        if s == 0 {
+            return Ok(FusedOutput::default());
+        }
         let (scratch_offsets, total) = scratch_offsets(batch, self.hidden, self.blocks)?;
         let scratch = self.scratch(total)?;
+        let inputs = Segments::new([4 * (s + 1), 8 * s, 4 * n, 12 * n]);
+        let outputs = Segments::new([8 * s, 4 * s, 4 * n, 12 * n]);
         let gpu = self.gpu.clone();
+        let io = self.io.take();
+        let mut io = match io {
+            Some(io) if io.fits(&inputs, &outputs) => io,
+            _ => {
+                drop(io);
+                StagedIo::new(&gpu, inputs.total, outputs.total)?
+            }
+        };
         let offsets: Vec<u32> = batch.offsets.iter().map(|&o| o as u32).collect();
-        let offsets_d = gpu.upload(&offsets)?;
-        let scratch_offsets_d = gpu.upload(&scratch_offsets)?;
-        let numbers_d = gpu.upload(&batch.numbers)?;
-        let positions_d = gpu.upload(&batch.positions)?;
-        let forces_d = gpu.zeros::<[f32; 3]>(n.max(1))?;
-        let atom_energies_d = gpu.zeros::<f32>(n.max(1))?;
-        let energies_d = gpu.zeros::<f64>(s.max(1))?;
-        let faults_d = gpu.zeros::<u32>(s.max(1))?;
+        inputs.write(&mut io.input_host, 0, as_bytes(&offsets));
+        inputs.write(&mut io.input_host, 1, as_bytes(&scratch_offsets));
+        inputs.write(&mut io.input_host, 2, as_bytes(&batch.numbers));
+        inputs.write(&mut io.input_host, 3, as_bytes(&batch.positions));
+        let (input, output) = (gpu.address(&io.input) as *mut u8, gpu.address(&io.output) as *mut u8);
         let mut args = self.base_args();
-        args.offsets = gpu.address(&offsets_d);
-        args.scratch_offsets = gpu.address(&scratch_offsets_d);
-        args.numbers = gpu.address(&numbers_d);
-        args.positions = gpu.address(&positions_d);
-        args.forces = gpu.address(&forces_d);
-        args.atom_energies = gpu.address(&atom_energies_d);
-        args.energies = gpu.address(&energies_d);
-        args.faults = gpu.address(&faults_d);
+        // SAFETY (pointer arithmetic only): each segment lies inside its buffer, which
+        // `fits` checked against the segments' total.
+        unsafe {
+            args.offsets = input.add(inputs.start[0]) as *const u32;
+            args.scratch_offsets = input.add(inputs.start[1]) as *const u64;
+            args.numbers = input.add(inputs.start[2]) as *const u32;
+            args.positions = input.add(inputs.start[3]) as *mut [f32; 3];
+            args.energies = output.add(outputs.start[0]) as *mut f64;
+            args.faults = output.add(outputs.start[1]) as *mut u32;
+            args.atom_energies = output.add(outputs.start[2]) as *mut f32;
+            args.forces = output.add(outputs.start[3]) as *mut [f32; 3];
+        }
         args.scratch = scratch;
         args.num_structures = s as u32;
         args.want_forces = want_forces as u32;
         let largest = batch.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
         let config = LaunchConfig {
-            grid_dim: (s.max(1) as u32, 1, 1),
+            grid_dim: (s as u32, 1, 1),
             block_dim: (block_threads(largest, self.max_threads), 1, 1),
             shared_mem_bytes: 0,
         };
-        if s > 0 {
-            gpu.launch(EVALUATE, config, &args)?;
-        }
-        let mut out = FusedOutput {
-            energies: gpu.download(&energies_d)?,
-            atom_energies: gpu.download(&atom_energies_d)?,
-            forces: if want_forces { gpu.download(&forces_d)? } else { Vec::new() },
-            faults: gpu.download(&faults_d)?,
+        gpu.copy_to_device(&mut io.input, &io.input_host[..inputs.total])?;
+        gpu.launch(EVALUATE, config, &args)?;
+        gpu.copy_to_host(&mut io.output_host[..outputs.total], &io.output)?;
+        gpu.synchronize()?;
+        let out = FusedOutput {
+            energies: outputs.read(&io.output_host, 0, s),
+            faults: outputs.read(&io.output_host, 1, s),
+            atom_energies: outputs.read(&io.output_host, 2, n),
+            forces: if want_forces { outputs.read(&io.output_host, 3, n) } else { Vec::new() },
         };
-        out.energies.truncate(s);
-        out.faults.truncate(s);
-        out.atom_energies.truncate(n);
-        out.forces.truncate(n);
+        self.io = Some(io);
         Ok(out)
     }
 }

@@ -3,15 +3,17 @@
 //! (as the layered GPU engine), run by a [`Team`].
 //!
 //! Work split: pair and atom phases are strided over the team's threads; edge passes
-//! run one warp per receiver row with lanes over channels (per-edge sums over the
-//! channels are warp sums); dense layers run one thread per (output, tile of
-//! `ATOM_TILE` atoms), so each weight read serves a tile.
+//! run one warp per (receiver row, group of 32 channels), a lane a channel (per-edge
+//! sums over the group's channels are warp sums; each group adds its part of ∂E/∂r to
+//! its own copy of the pair slots, so no two warps write one slot); dense layers run
+//! one thread per (output, tile of `ATOM_TILE` atoms), so each weight read serves a
+//! tile.
 //!
 //! Each phase is its own (not inlined) function: ptxas then allocates registers per
 //! phase, 130 for the whole kernel instead of 214 when everything is inlined into the
 //! entry (ptxas -v, sm_90), which lets a block have up to 15 warps.
 
-use super::team::{items, lane_chunks, warp_rows, Team};
+use super::team::{channel_groups, group_chunks, items, warp_rows, Team};
 use super::{fault, padded_atoms, ATOM_TILE};
 use crate::cell_list::MIN_DISTANCE;
 use crate::filter_table::{hermite, interpolate, knots, Hermite};
@@ -94,7 +96,7 @@ pub struct FusedStudentArgs {
 pub struct StudentLayout {
     pub atoms: usize,
     pub hidden: usize,
-    /// `[r, d]` per pair, then ∂E/∂r per pair.
+    /// `[r, d]` per pair, then ∂E/∂r per (channel group, pair).
     pub geom: usize,
     pub edge_grad: usize,
     /// Block t's input state s (NH) then v (3NH), t = 0..=T (T: the final state).
@@ -122,7 +124,7 @@ impl StudentLayout {
         let pairs = atoms * atoms;
         let geom = 0;
         let edge_grad = geom + 4 * pairs;
-        let states = edge_grad + 3 * pairs;
+        let states = edge_grad + 3 * pairs * channel_groups(hidden);
         let mids = states + (blocks + 1) * 4 * nh;
         let pre = mids + blocks * 4 * nh;
         let out = pre + blocks * nh;
@@ -203,9 +205,10 @@ impl Structure<'_> {
     unsafe fn geom(&self, i: usize, j: usize) -> [f32; 4] {
         *(self.at(self.layout.geom) as *const [f32; 4]).add(i * self.n + j)
     }
+    /// Channel group g's part of ∂E/∂r of pair (i, j).
     #[inline(always)]
-    unsafe fn edge_grad(&self, i: usize, j: usize) -> *mut [f32; 3] {
-        (self.at(self.layout.edge_grad) as *mut [f32; 3]).add(i * self.n + j)
+    unsafe fn edge_grad(&self, g: usize, i: usize, j: usize) -> *mut [f32; 3] {
+        (self.at(self.layout.edge_grad) as *mut [f32; 3]).add((g * self.n + i) * self.n + j)
     }
     #[inline(always)]
     unsafe fn block(&self, t: usize) -> &FusedStudentBlock {
@@ -276,8 +279,10 @@ unsafe fn pairs<T: Team>(team: &T, st: &Structure) -> u32 {
         }
         let (r, d) = edge_vector(ri, rj, [0.0; 3]);
         *(st.at(st.layout.geom) as *mut [f32; 4]).add(q) = [r[0], r[1], r[2], d];
-        *(st.at(st.layout.edge_grad) as *mut [f32; 3]).add(q) = [0.0; 3];
         too_close |= i != j && d < MIN_DISTANCE;
+    }
+    for q in items(team, channel_groups(st.h) * n * n) {
+        *(st.at(st.layout.edge_grad) as *mut [f32; 3]).add(q) = [0.0; 3];
     }
     let non_finite = team.sync_any(non_finite);
     let too_close = team.sync_any(too_close);
@@ -321,10 +326,13 @@ unsafe fn message<T: Team>(team: &T, st: &Structure, t: usize) {
     let table = st.block(t).table;
     let (s, v) = st.state(t);
     let (s_mid, v_mid) = st.mid(t);
-    for i in warp_rows(team, n) {
-        for chunk in lane_chunks(team, h) {
+    let groups = channel_groups(h);
+    for task in warp_rows(team, n * groups) {
+        let (i, group) = (task / groups, task % groups);
+        let (chunks, end) = group_chunks(team, group, h);
+        for chunk in chunks {
             let c = chunk + team.lane();
-            if c >= h {
+            if c >= end {
                 continue;
             }
             let mut acc_s = *s.add(i * h + c);
@@ -540,10 +548,13 @@ unsafe fn message_backward<T: Team>(team: &T, st: &Structure, t: usize) {
     let (s, v) = st.state(t);
     let (gs_mid, gv_mid) = st.grad_pair(1);
     let (gs_in, gv_in) = st.grad_pair(0);
-    for i in warp_rows(team, n) {
-        for chunk in lane_chunks(team, h) {
+    let groups = channel_groups(h);
+    for task in warp_rows(team, n * groups) {
+        let (i, group) = (task / groups, task % groups);
+        let (chunks, end) = group_chunks(team, group, h);
+        for chunk in chunks {
             let c = chunk + team.lane();
-            let active = c < h;
+            let active = c < end;
             // Inactive lanes (a partial last chunk) read channel 0 and contribute 0.
             let cc = if active { c } else { 0 };
             let gs_i = *gs_mid.add(i * h + cc);
@@ -573,7 +584,7 @@ unsafe fn message_backward<T: Team>(team: &T, st: &Structure, t: usize) {
                 let gu: [f32; 3] = core::array::from_fn(|x| team.warp_sum(if active { gv_i[x] * phi[2] } else { 0.0 }));
                 if team.lane() == 0 {
                     let gr = edge_gradient([g[0], g[1], g[2]], g[3], gd, gu, UNIT_EPSILON);
-                    let slot = st.edge_grad(i, j);
+                    let slot = st.edge_grad(group, i, j);
                     for x in 0..3 {
                         (*slot)[x] += gr[x];
                     }
@@ -590,15 +601,18 @@ unsafe fn message_backward<T: Team>(team: &T, st: &Structure, t: usize) {
     team.sync();
 }
 
-/// F_i = Σ_j (∂E/∂r_ij − ∂E/∂r_ji), since r_ij = R_j − R_i.
+/// F_i = Σ_j (∂E/∂r_ij − ∂E/∂r_ji) over every channel group's part, since
+/// r_ij = R_j − R_i.
 #[inline(never)]
 unsafe fn forces<T: Team>(team: &T, st: &Structure) {
     for i in items(team, st.n) {
         let mut f = [0.0f32; 3];
-        for j in 0..st.n {
-            let (out, back) = (*st.edge_grad(i, j), *st.edge_grad(j, i));
-            for x in 0..3 {
-                f[x] += out[x] - back[x];
+        for g in 0..channel_groups(st.h) {
+            for j in 0..st.n {
+                let (out, back) = (*st.edge_grad(g, i, j), *st.edge_grad(g, j, i));
+                for x in 0..3 {
+                    f[x] += out[x] - back[x];
+                }
             }
         }
         *st.a.forces.add(st.start + i) = f;
@@ -606,8 +620,8 @@ unsafe fn forces<T: Team>(team: &T, st: &Structure) {
     team.sync();
 }
 
-/// Energy (and, with `want_forces`, forces) of structure `s`; the fault bits (0:
-/// fine; then nothing is written but them). Every thread of the team must call it; it
+/// Energy (and, with `want_forces`, forces) of structure `s`; returns the fault bits
+/// (0: fine; else nothing is written, and the caller records them). Every thread of the team must call it; it
 /// ends with a barrier.
 ///
 /// # Safety
@@ -615,6 +629,7 @@ unsafe fn forces<T: Team>(team: &T, st: &Structure) {
 /// atoms, per-structure arrays covering `num_structures`, `scratch` covering every
 /// structure's `StudentLayout` region at `scratch_offsets[s]`, `blocks` `num_blocks`
 /// entries whose tables and weights match `hidden`; `s < num_structures`.
+#[inline(never)]
 pub unsafe fn evaluate<T: Team>(team: &T, a: &FusedStudentArgs, s: usize, want_forces: bool) -> u32 {
     let start = *a.offsets.add(s) as usize;
     let n = *a.offsets.add(s + 1) as usize - start;
@@ -630,9 +645,6 @@ pub unsafe fn evaluate<T: Team>(team: &T, a: &FusedStudentArgs, s: usize, want_f
     };
     let faults = pairs(team, &st);
     if faults != 0 {
-        if team.thread() == 0 {
-            *a.faults.add(s) |= faults;
-        }
         return faults;
     }
     embed(team, &st);
@@ -671,26 +683,41 @@ pub unsafe fn md<T: Team>(team: &T, a: &FusedStudentArgs, s: usize) {
     }
     for k in 0..a.steps as u64 {
         let step = a.first_step + k;
-        for i in items(team, end - start) {
-            let atom = start + i;
-            let (mut x, mut v) = (*a.positions.add(atom), *a.velocities.add(atom));
-            md::kick_drift(&mut x, &mut v, *a.forces.add(atom), *a.masses.add(atom), &a.integrator, step, atom as u32);
-            *a.positions.add(atom) = x;
-            *a.velocities.add(atom) = v;
-        }
+        kick_drift(team, a, start..end, step);
         team.sync();
-        if evaluate(team, a, s, true) != 0 {
+        let faults = evaluate(team, a, s, true);
+        if faults != 0 {
             if team.thread() == 0 {
+                *a.faults.add(s) = faults;
                 *a.fault_steps.add(s) = step;
             }
             return;
         }
-        for i in items(team, end - start) {
-            let atom = start + i;
-            let mut v = *a.velocities.add(atom);
-            md::kick(&mut v, *a.forces.add(atom), *a.masses.add(atom), &a.integrator);
-            *a.velocities.add(atom) = v;
-        }
+        kick(team, a, start..end);
         team.sync();
+    }
+}
+
+/// The first half of an MD step for `atoms` (a phase of its own: the thermostat's
+/// noise would otherwise raise the whole kernel's registers).
+#[inline(never)]
+unsafe fn kick_drift<T: Team>(team: &T, a: &FusedStudentArgs, atoms: core::ops::Range<usize>, step: u64) {
+    for i in items(team, atoms.len()) {
+        let atom = atoms.start + i;
+        let (mut x, mut v) = (*a.positions.add(atom), *a.velocities.add(atom));
+        md::kick_drift(&mut x, &mut v, *a.forces.add(atom), *a.masses.add(atom), &a.integrator, step, atom as u32);
+        *a.positions.add(atom) = x;
+        *a.velocities.add(atom) = v;
+    }
+}
+
+/// The closing kick of an MD step.
+#[inline(never)]
+unsafe fn kick<T: Team>(team: &T, a: &FusedStudentArgs, atoms: core::ops::Range<usize>) {
+    for i in items(team, atoms.len()) {
+        let atom = atoms.start + i;
+        let mut v = *a.velocities.add(atom);
+        md::kick(&mut v, *a.forces.add(atom), *a.masses.add(atom), &a.integrator);
+        *a.velocities.add(atom) = v;
     }
 }

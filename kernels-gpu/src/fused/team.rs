@@ -68,6 +68,26 @@ pub fn lane_chunks<T: Team>(team: &T, n: usize) -> Strided {
     Strided { next: 0, end: n, step: team.lanes() }
 }
 
+/// Channels come in groups of this many: an edge pass's task is (receiver, group), and
+/// on the GPU a group is one channel per lane.
+pub const CHANNEL_GROUP: usize = 32;
+
+/// Channel groups of `n` channels.
+#[inline(always)]
+pub const fn channel_groups(n: usize) -> usize {
+    n.div_ceil(CHANNEL_GROUP)
+}
+
+/// The chunk starts of channel group `group` of `n` channels: lane l owns channel
+/// `chunk + l` of each chunk while it is below the group's end (one chunk on the GPU,
+/// 32 on a one-lane team). All lanes run every chunk, so warp sums inside stay legal.
+#[inline(always)]
+pub fn group_chunks<T: Team>(team: &T, group: usize, n: usize) -> (Strided, usize) {
+    let start = group * CHANNEL_GROUP;
+    let end = if start + CHANNEL_GROUP < n { start + CHANNEL_GROUP } else { n };
+    (Strided { next: start, end, step: team.lanes() }, end)
+}
+
 /// One CPU thread playing the whole team: one warp of one lane, barriers are no-ops.
 #[derive(Clone, Copy, Default)]
 pub struct SerialTeam;
