@@ -68,6 +68,19 @@ pub mod gpu {
         unsafe { nvptx::_syncthreads() }
     }
 
+    /// Block-wide barrier that also returns whether `flag` held in any thread
+    /// (`bar.red.or.pred`); every thread of the block must reach it.
+    #[inline(always)]
+    pub fn sync_threads_or(flag: bool) -> bool {
+        let out: u32;
+        unsafe {
+            asm!("{{", ".reg .pred p, q;", "setp.ne.u32 p, {flag}, 0;", "bar.red.or.pred q, 0, p;",
+                 "selp.u32 {out}, 1, 0, q;", "}}",
+                 out = out(reg32) out, flag = in(reg32) flag as u32, options(nostack));
+        }
+        out != 0
+    }
+
     /// `*address += value`, atomically; returns the old value.
     ///
     /// # Safety

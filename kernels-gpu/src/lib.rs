@@ -12,6 +12,7 @@
 pub mod cell_list;
 pub mod device;
 pub mod filter_table;
+pub mod fused;
 pub mod geometry;
 pub mod launch_args;
 pub mod math;

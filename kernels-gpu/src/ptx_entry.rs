@@ -348,3 +348,20 @@ pub unsafe extern "ptx-kernel" fn mlff_md_restore(a: MdArgs) {
 pub unsafe extern "ptx-kernel" fn mlff_md_kinetic(a: MdArgs) {
     gpu_md::kinetic(&a)
 }
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_fused_student_evaluate(a: crate::fused::student::FusedStudentArgs) {
+    let s = gpu::block_idx();
+    if s < a.num_structures as usize {
+        let faults = crate::fused::student::evaluate(&crate::fused::team::BlockTeam, &a, s, a.want_forces != 0);
+        if gpu::thread_idx() == 0 {
+            *a.faults.add(s) = faults;
+        }
+    }
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_fused_student_md(a: crate::fused::student::FusedStudentArgs) {
+    let s = gpu::block_idx();
+    if s < a.num_structures as usize {
+        crate::fused::student::md(&crate::fused::team::BlockTeam, &a, s);
+    }
+}

@@ -6,6 +6,7 @@
 //! chunk is copied out while the next chunk runs. On the CPU the same per-atom
 //! integrator bodies step the atoms between calls of the CPU model.
 
+mod fused;
 mod gpu;
 
 use crate::device::Device;
@@ -112,6 +113,8 @@ pub struct Dynamics {
 enum Engine {
     Cpu(Box<CpuState>),
     Gpu(Box<gpu::GpuDynamics>),
+    /// Molecules on the fused engine: one launch per report.
+    Fused(Box<fused::FusedDynamics>),
 }
 
 struct CpuState {
@@ -141,6 +144,9 @@ impl Dynamics {
             })
             .collect::<Result<Vec<_>>>()?;
         let engine = match device {
+            Device::Gpu(g) if crate::model::fused::takes_batch(model, &batch)? => {
+                Engine::Fused(Box::new(fused::FusedDynamics::new(g.clone(), model, &batch, &masses, integrator)?))
+            }
             Device::Gpu(g) => {
                 Engine::Gpu(Box::new(gpu::GpuDynamics::new(g.clone(), model, &batch, &masses, integrator)?))
             }
@@ -181,6 +187,7 @@ impl Dynamics {
         match &mut self.engine {
             Engine::Cpu(state) => state.velocities = v,
             Engine::Gpu(g) => g.set_velocities(&v)?,
+            Engine::Fused(g) => g.set_velocities(&v)?,
         }
         Ok(())
     }
@@ -226,6 +233,7 @@ impl Dynamics {
                 Ok(look(&state.report(batch, dt, &kinetic)))
             }
             Engine::Gpu(g) => g.current(batch, dt, look),
+            Engine::Fused(g) => g.current(batch, dt, look),
         }
     }
 
@@ -253,6 +261,7 @@ impl Dynamics {
                 }
             }
             Engine::Gpu(g) => g.run(&self.batch, dt, steps, report_every, &mut on_report)?,
+            Engine::Fused(g) => g.run(&self.batch, dt, steps, report_every, &mut on_report)?,
         }
         Ok(RunSummary { steps, atoms: self.num_atoms(), seconds: start.elapsed().as_secs_f64() })
     }
@@ -265,6 +274,7 @@ impl Dynamics {
     pub fn resize_edge_buffers(&mut self, capacity: usize) -> Result<()> {
         match &mut self.engine {
             Engine::Gpu(g) => g.resize_edge_buffers(capacity),
+            Engine::Fused(_) => Ok(()),
             Engine::Cpu(_) => Ok(()),
         }
     }

@@ -3,6 +3,7 @@
 pub mod cpu;
 pub mod demo;
 pub mod filter_table;
+pub mod fused;
 pub mod gpu;
 pub mod painn;
 pub mod painn_cpu;

@@ -1,0 +1,708 @@
+//! The fused small-structure engine (`kernels::fused`): one thread block per
+//! molecule, one launch per call, and for MD one launch per report.
+//!
+//! [`FusedStudentWeights`] holds the kernel's weights as flat host arrays; the GPU
+//! driver [`FusedStudentGpu`] uploads them once, and [`emulate_student`] runs the very
+//! same kernel source on the CPU (one thread, or several OS threads with a barrier
+//! standing in for a thread block), which is how the tests check the kernel without a
+//! GPU.
+
+use super::filter_table::{build, inverse_spacing};
+use super::student::{Linear, StudentWeights};
+use crate::error::{invalid_input, Error, Result};
+use crate::gpu::{Gpu, Pinned};
+use crate::structure::Batch;
+use cudarc::driver::{CudaSlice, LaunchConfig};
+use mlff_kernels::fused::student::{evaluate, FusedLinear, FusedStudentArgs, FusedStudentBlock, StudentLayout};
+use mlff_kernels::fused::team::{SerialTeam, Team};
+use mlff_kernels::md::Integrator;
+use std::sync::Arc;
+
+/// Largest molecule the fused engine takes (pairs are kept densely, n² slots).
+pub const MAX_ATOMS: usize = 256;
+
+/// Largest molecule the automatic choice sends to the fused engine (PERF.md: the
+/// measured crossover against the layered engine).
+pub const AUTO_MAX_ATOMS: usize = 64;
+
+/// `MLFF_ENGINE=fused|layered|auto` forces the GPU engine (tests and benches compare
+/// them); a batch the fused engine cannot take (periodic, or more than `MAX_ATOMS`
+/// atoms, or PaiNN) stays on the layered one even when forced.
+pub const ENGINE_ENV: &str = "MLFF_ENGINE";
+
+/// Which GPU engine `ENGINE_ENV` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineChoice {
+    Auto,
+    Fused,
+    Layered,
+}
+
+impl EngineChoice {
+    pub fn from_env() -> Result<Self> {
+        match std::env::var(ENGINE_ENV).as_deref().map(str::trim) {
+            Err(_) | Ok("") | Ok("auto") => Ok(EngineChoice::Auto),
+            Ok("fused") => Ok(EngineChoice::Fused),
+            Ok("layered") => Ok(EngineChoice::Layered),
+            Ok(other) => invalid_input!("{ENGINE_ENV}={other:?}: expected fused, layered or auto"),
+        }
+    }
+}
+
+/// Whether a structure of `atoms` atoms and periodicity `pbc` goes to the fused engine.
+pub fn takes(choice: EngineChoice, atoms: usize, pbc: [bool; 3]) -> bool {
+    let possible = !pbc.iter().any(|&p| p) && atoms <= MAX_ATOMS;
+    match choice {
+        EngineChoice::Layered => false,
+        EngineChoice::Fused => possible,
+        EngineChoice::Auto => possible && atoms <= AUTO_MAX_ATOMS,
+    }
+}
+
+/// Whether a whole batch of a model runs on the fused engine (MD keeps one engine).
+pub fn takes_batch(model: &super::Model, batch: &Batch) -> Result<bool> {
+    let choice = EngineChoice::from_env()?;
+    Ok(model.student_weights().is_some()
+        && (0..batch.num_structures()).all(|s| takes(choice, batch.offsets[s + 1] - batch.offsets[s], batch.pbc[s])))
+}
+
+/// One dense layer as the fused kernel reads it.
+#[derive(Clone, Debug)]
+pub struct LinearArrays {
+    pub weight_t: Vec<f32>,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl LinearArrays {
+    fn new(l: &Linear) -> Self {
+        LinearArrays { weight_t: l.weight_t.clone(), weight: l.weight(), bias: l.bias.clone() }
+    }
+}
+
+/// The student's weights for the fused kernel: filter tables, update and head layers
+/// in both layouts, embedding, atom reference energies.
+#[derive(Clone, Debug)]
+pub struct FusedStudentWeights {
+    pub hidden: usize,
+    pub cutoff: f32,
+    pub tables: Vec<Vec<f32>>,
+    pub update: Vec<[LinearArrays; 2]>,
+    pub mixing: Vec<[f32; 9]>,
+    pub head: [LinearArrays; 3],
+    pub embedding: Vec<f32>,
+    pub atomref: Option<Vec<f32>>,
+}
+
+impl FusedStudentWeights {
+    pub fn new(w: &StudentWeights) -> Result<Self> {
+        let t = w.config.num_interactions;
+        Ok(FusedStudentWeights {
+            hidden: w.hidden_dim(),
+            cutoff: w.config.cutoff,
+            tables: (0..t).map(|k| build(w, k)).collect::<Result<_>>()?,
+            update: w
+                .interactions
+                .iter()
+                .map(|b| [LinearArrays::new(&b.update_in), LinearArrays::new(&b.update_out)])
+                .collect(),
+            mixing: w.interactions.iter().map(|b| b.mixing).collect(),
+            head: [0, 1, 2].map(|k| LinearArrays::new(&w.head[k])),
+            embedding: w.embedding.clone(),
+            atomref: w.atomref.clone(),
+        })
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.tables.len()
+    }
+}
+
+/// Per-structure scratch offsets (floats) of a batch, and the total.
+pub fn scratch_offsets(batch: &Batch, hidden: usize, blocks: usize) -> Result<(Vec<u64>, usize)> {
+    let mut offsets = Vec::with_capacity(batch.num_structures());
+    let mut total = 0usize;
+    for s in 0..batch.num_structures() {
+        let n = batch.offsets[s + 1] - batch.offsets[s];
+        if n > MAX_ATOMS {
+            return invalid_input!("structure {s} has {n} atoms; the fused engine takes at most {MAX_ATOMS}");
+        }
+        offsets.push(total as u64);
+        total = total
+            .checked_add(StudentLayout::new(n, hidden, blocks).floats)
+            .ok_or_else(|| Error::InvalidInput("fused scratch size overflows".into()))?;
+    }
+    Ok((offsets, total))
+}
+
+/// A batch as the fused kernel takes it: every structure a molecule of at most
+/// [`MAX_ATOMS`] atoms.
+pub fn check_batch(batch: &Batch) -> Result<()> {
+    for s in 0..batch.num_structures() {
+        if batch.pbc[s].iter().any(|&p| p) {
+            return invalid_input!("structure {s} is periodic; the fused engine takes molecules only");
+        }
+    }
+    if batch.num_atoms() > u32::MAX as usize / 2 {
+        return invalid_input!("{} atoms exceed the fused engine's 32-bit indices", batch.num_atoms());
+    }
+    Ok(())
+}
+
+/// The error a structure's fault bits stand for, with the atoms named as the cell
+/// lists name them (`positions` are the batch's current ones).
+pub fn explain_fault(batch: &Batch, positions: &[[f32; 3]], structure: usize, bits: u32) -> Error {
+    use mlff_kernels::fused::fault;
+    let atoms = batch.offsets[structure]..batch.offsets[structure + 1];
+    if bits & fault::NON_FINITE != 0 {
+        let bad = atoms.clone().find(|&i| positions[i].iter().any(|x| !x.is_finite())).unwrap_or(atoms.start);
+        return Error::InvalidInput(format!(
+            "structure {structure}: atom {} has a non-finite position {:?}",
+            bad - atoms.start,
+            positions.get(bad)
+        ));
+    }
+    let mut closest = (0, 0, f32::INFINITY);
+    for i in atoms.clone() {
+        for j in i + 1..atoms.end {
+            let (_, d) = mlff_kernels::geometry::edge_vector(positions[i], positions[j], [0.0; 3]);
+            if d < closest.2 {
+                closest = (i - atoms.start, j - atoms.start, d);
+            }
+        }
+    }
+    Error::InvalidInput(format!(
+        "structure {structure}: atoms {} and {} are closer than {:.0e} Å; atoms on top of each other have no defined forces",
+        closest.0,
+        closest.1,
+        mlff_kernels::cell_list::MIN_DISTANCE
+    ))
+}
+
+/// What one fused evaluation returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FusedOutput {
+    pub energies: Vec<f64>,
+    pub atom_energies: Vec<f32>,
+    pub forces: Vec<[f32; 3]>,
+    /// Per structure: `kernels::fused::fault` bits (0: fine).
+    pub faults: Vec<u32>,
+}
+
+/// A `FusedStudentArgs` whose pointers may be shared by the emulation's threads.
+struct SharedArgs(FusedStudentArgs);
+// SAFETY: the pointers are only dereferenced by the kernel body, whose threads write
+// disjoint locations between barriers (the property the threaded emulation tests).
+unsafe impl Sync for SharedArgs {}
+
+/// A thread block played by OS threads: warps of one lane, a real barrier.
+struct ThreadTeam<'a> {
+    thread: usize,
+    threads: usize,
+    barrier: &'a std::sync::Barrier,
+    any: &'a std::sync::atomic::AtomicBool,
+}
+
+impl Team for ThreadTeam<'_> {
+    fn thread(&self) -> usize {
+        self.thread
+    }
+    fn threads(&self) -> usize {
+        self.threads
+    }
+    fn warp(&self) -> usize {
+        self.thread
+    }
+    fn warps(&self) -> usize {
+        self.threads
+    }
+    fn lane(&self) -> usize {
+        0
+    }
+    fn lanes(&self) -> usize {
+        1
+    }
+    fn sync(&self) {
+        self.barrier.wait();
+    }
+    fn sync_any(&self, flag: bool) -> bool {
+        use std::sync::atomic::Ordering;
+        if flag {
+            self.any.store(true, Ordering::SeqCst);
+        }
+        self.barrier.wait();
+        let any = self.any.load(Ordering::SeqCst);
+        self.barrier.wait();
+        if self.thread == 0 {
+            self.any.store(false, Ordering::SeqCst);
+        }
+        self.barrier.wait();
+        any
+    }
+    fn warp_sum(&self, x: f32) -> f32 {
+        x
+    }
+}
+
+fn linear_pointers(l: &LinearArrays) -> FusedLinear {
+    FusedLinear { weight_t: l.weight_t.as_ptr(), weight: l.weight.as_ptr(), bias: l.bias.as_ptr() }
+}
+
+/// Runs the fused kernel body on the CPU over `batch` (molecules only): with
+/// `threads` = 1 one thread plays each block, with more, that many OS threads with a
+/// barrier do. For tests of the kernel source; the CPU path proper is `model::cpu`.
+pub fn emulate_student(
+    w: &FusedStudentWeights,
+    batch: &Batch,
+    threads: usize,
+    want_forces: bool,
+) -> Result<FusedOutput> {
+    let mut positions = batch.positions.clone();
+    emulate(w, batch, threads, &mut positions, None, Body::Evaluate(want_forces))
+}
+
+/// The MD state [`emulate_student_md`] integrates in place.
+pub struct EmulatedMd<'a> {
+    pub positions: &'a mut [[f32; 3]],
+    pub velocities: &'a mut [[f32; 3]],
+    pub masses: &'a [f32],
+    pub integrator: Integrator,
+    pub first_step: u64,
+    pub steps: u32,
+}
+
+/// MD on the fused kernel body on the CPU (see [`emulate_student`]): the forces of the
+/// positions, then `steps` steps from step `first_step`, as one MD launch does.
+pub fn emulate_student_md(
+    w: &FusedStudentWeights,
+    batch: &Batch,
+    threads: usize,
+    md: EmulatedMd<'_>,
+) -> Result<FusedOutput> {
+    let n = batch.num_atoms();
+    if md.velocities.len() != n || md.masses.len() != n || md.positions.len() != n {
+        return invalid_input!("an MD state of the wrong length for {n} atoms");
+    }
+    let pointers = MdPointers {
+        velocities: md.velocities.as_mut_ptr(),
+        masses: md.masses.as_ptr(),
+        integrator: md.integrator,
+        first_step: md.first_step,
+        steps: md.steps,
+    };
+    emulate(w, batch, threads, md.positions, Some(pointers), Body::Md)
+}
+
+struct MdPointers {
+    velocities: *mut [f32; 3],
+    masses: *const f32,
+    integrator: Integrator,
+    first_step: u64,
+    steps: u32,
+}
+
+/// Which kernel the emulation runs.
+#[derive(Clone, Copy)]
+enum Body {
+    Evaluate(bool),
+    /// An evaluation of the starting positions, then the MD steps.
+    Md,
+}
+
+/// # Safety
+/// `args` must cover the batch (as `emulate` builds it) and `s` be one of its structures.
+unsafe fn run_body<T: Team>(team: &T, args: &FusedStudentArgs, s: usize, body: Body) {
+    let forces = matches!(body, Body::Evaluate(true) | Body::Md);
+    let faults = evaluate(team, args, s, forces);
+    if team.thread() == 0 {
+        *args.faults.add(s) = faults;
+    }
+    team.sync();
+    if matches!(body, Body::Md) && faults == 0 {
+        mlff_kernels::fused::student::md(team, args, s);
+    }
+}
+
+fn emulate(
+    w: &FusedStudentWeights,
+    batch: &Batch,
+    threads: usize,
+    positions: &mut [[f32; 3]],
+    md: Option<MdPointers>,
+    body: Body,
+) -> Result<FusedOutput> {
+    check_batch(batch)?;
+    let (h, t) = (w.hidden, w.num_blocks());
+    let (scratch_offsets, total) = scratch_offsets(batch, h, t)?;
+    let mut scratch = vec![0.0f32; total.max(1)];
+    let blocks: Vec<FusedStudentBlock> = (0..t)
+        .map(|k| FusedStudentBlock {
+            table: w.tables[k].as_ptr(),
+            update_in: linear_pointers(&w.update[k][0]),
+            update_out: linear_pointers(&w.update[k][1]),
+            mixing: w.mixing[k],
+            pad: 0,
+        })
+        .collect();
+    let offsets: Vec<u32> = batch.offsets.iter().map(|&o| o as u32).collect();
+    let (n, s) = (batch.num_atoms(), batch.num_structures());
+    let mut out = FusedOutput {
+        energies: vec![0.0; s],
+        atom_energies: vec![0.0; n],
+        forces: vec![[0.0; 3]; n],
+        faults: vec![0; s],
+    };
+    let mut fault_steps = vec![0u64; s];
+    let args = SharedArgs(FusedStudentArgs {
+        blocks: blocks.as_ptr(),
+        head: [0, 1, 2].map(|k| linear_pointers(&w.head[k])),
+        embedding: w.embedding.as_ptr(),
+        atomref: w.atomref.as_ref().map_or(std::ptr::null(), |r| r.as_ptr()),
+        offsets: offsets.as_ptr(),
+        scratch_offsets: scratch_offsets.as_ptr(),
+        numbers: batch.numbers.as_ptr(),
+        positions: positions.as_mut_ptr(),
+        forces: out.forces.as_mut_ptr(),
+        atom_energies: out.atom_energies.as_mut_ptr(),
+        energies: out.energies.as_mut_ptr(),
+        faults: out.faults.as_mut_ptr(),
+        scratch: scratch.as_mut_ptr(),
+        velocities: md.as_ref().map_or(std::ptr::null_mut(), |m| m.velocities),
+        masses: md.as_ref().map_or(std::ptr::null(), |m| m.masses),
+        fault_steps: fault_steps.as_mut_ptr(),
+        integrator: md.as_ref().map_or(Integrator::default(), |m| m.integrator),
+        first_step: md.as_ref().map_or(0, |m| m.first_step),
+        steps: md.as_ref().map_or(0, |m| m.steps),
+        num_structures: s as u32,
+        num_blocks: t as u32,
+        hidden: h as u32,
+        cutoff: w.cutoff,
+        table_inv_h: inverse_spacing(w.cutoff),
+        want_forces: matches!(body, Body::Evaluate(true) | Body::Md) as u32,
+        pad: 0,
+    });
+    for structure in 0..s {
+        if threads <= 1 {
+            // SAFETY: every pointer in `args` points into a live buffer sized for this
+            // batch (scratch by `scratch_offsets`), and `structure < s`.
+            unsafe { run_body(&SerialTeam, &args.0, structure, body) };
+        } else {
+            let barrier = std::sync::Barrier::new(threads);
+            let any = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                for thread in 0..threads {
+                    let (barrier, any, args) = (&barrier, &any, &args);
+                    scope.spawn(move || {
+                        let team = ThreadTeam { thread, threads, barrier, any };
+                        // SAFETY: as above; the threads of the team write disjoint
+                        // locations between barriers.
+                        unsafe { run_body(&team, &args.0, structure, body) };
+                    });
+                }
+            });
+        }
+    }
+    drop(args);
+    Ok(out)
+}
+
+/// Threads per block for molecules of up to `atoms` atoms: a warp per receiver row
+/// where that fits, at least 4 and at most 16 warps, and at most `limit` threads (the
+/// kernel's register use bounds the block).
+pub fn block_threads(atoms: usize, limit: u32) -> u32 {
+    (32 * atoms.clamp(4, 16) as u32).min(limit / 32 * 32).max(32)
+}
+
+struct DeviceLinear {
+    weight_t: CudaSlice<f32>,
+    weight: CudaSlice<f32>,
+    bias: CudaSlice<f32>,
+}
+
+impl DeviceLinear {
+    fn new(gpu: &Gpu, l: &LinearArrays) -> Result<Self> {
+        Ok(DeviceLinear {
+            weight_t: gpu.upload(&l.weight_t)?,
+            weight: gpu.upload(&l.weight)?,
+            bias: gpu.upload(&l.bias)?,
+        })
+    }
+    fn pointers(&self, gpu: &Gpu) -> FusedLinear {
+        FusedLinear {
+            weight_t: gpu.address(&self.weight_t),
+            weight: gpu.address(&self.weight),
+            bias: gpu.address(&self.bias),
+        }
+    }
+}
+
+/// The fused student on one GPU: weights uploaded once; per call one upload of the
+/// inputs, one launch, one download of the results.
+pub struct FusedStudentGpu {
+    gpu: Arc<Gpu>,
+    hidden: usize,
+    blocks: usize,
+    cutoff: f32,
+    _tables: Vec<CudaSlice<f32>>,
+    _update: Vec<[DeviceLinear; 2]>,
+    head: [DeviceLinear; 3],
+    block_params: CudaSlice<u8>,
+    embedding: CudaSlice<f32>,
+    atomref: Option<CudaSlice<f32>>,
+    scratch: Option<CudaSlice<f32>>,
+    /// The most threads a block of the evaluate kernel may have (its registers).
+    max_threads: u32,
+    /// Staging buffers of the last call, kept for the next.
+    io: Option<StagedIo>,
+}
+
+/// Consecutive byte segments of one buffer, each starting 16-byte aligned.
+struct Segments<const K: usize> {
+    start: [usize; K],
+    len: [usize; K],
+    total: usize,
+}
+
+impl<const K: usize> Segments<K> {
+    fn new(len: [usize; K]) -> Self {
+        let mut start = [0; K];
+        let mut at = 0;
+        for k in 0..K {
+            start[k] = at;
+            at = (at + len[k]).div_ceil(16) * 16;
+        }
+        Segments { start, len, total: at.max(16) }
+    }
+
+    fn write(&self, buffer: &mut [u8], k: usize, bytes: &[u8]) {
+        buffer[self.start[k]..self.start[k] + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// `count` values of segment k.
+    fn read<T: Copy + Default>(&self, buffer: &[u8], k: usize, count: usize) -> Vec<T> {
+        let size = std::mem::size_of::<T>();
+        let bytes = &buffer[self.start[k]..self.start[k] + self.len[k].min(count * size)];
+        let mut out = vec![T::default(); bytes.len() / size];
+        // SAFETY: `out` holds exactly `bytes.len()` bytes of plain values (f64, u32,
+        // f32, [f32; 3]), every bit pattern of which is valid.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr() as *mut u8, bytes.len()) };
+        out
+    }
+}
+
+/// Pinned host and device buffers for a call's inputs and outputs.
+struct StagedIo {
+    input: CudaSlice<u8>,
+    output: CudaSlice<u8>,
+    input_host: Pinned<u8>,
+    output_host: Pinned<u8>,
+}
+
+impl StagedIo {
+    fn new(gpu: &Gpu, input: usize, output: usize) -> Result<Self> {
+        // Room to grow, so that a slightly larger batch does not reallocate.
+        let (input, output) = (input + input / 2, output + output / 2);
+        Ok(StagedIo {
+            input: gpu.zeros(input)?,
+            output: gpu.zeros(output)?,
+            input_host: Pinned::new(input)?,
+            output_host: Pinned::new(output)?,
+        })
+    }
+
+    fn fits<const I: usize, const O: usize>(&self, input: &Segments<I>, output: &Segments<O>) -> bool {
+        self.input.len() >= input.total && self.output.len() >= output.total
+    }
+}
+
+/// The evaluate and MD kernels.
+pub(crate) const EVALUATE: &str = "mlff_fused_student_evaluate";
+pub(crate) const MD: &str = "mlff_fused_student_md";
+
+/// The bytes of a slice of plain `#[repr(C)]` values (pointers and floats).
+fn as_bytes<T: Copy>(values: &[T]) -> &[u8] {
+    // SAFETY: T is Copy and #[repr(C)] with no padding-dependent invariants; reading
+    // its bytes (for an upload) is reading initialised memory of that length.
+    unsafe { std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values)) }
+}
+
+impl FusedStudentGpu {
+    pub fn new(gpu: Arc<Gpu>, w: &FusedStudentWeights) -> Result<Self> {
+        let tables = w.tables.iter().map(|t| gpu.upload(t)).collect::<Result<Vec<_>>>()?;
+        let update = w
+            .update
+            .iter()
+            .map(|[a, b]| Ok([DeviceLinear::new(&gpu, a)?, DeviceLinear::new(&gpu, b)?]))
+            .collect::<Result<Vec<_>>>()?;
+        let params: Vec<FusedStudentBlock> = (0..w.num_blocks())
+            .map(|k| FusedStudentBlock {
+                table: gpu.address(&tables[k]),
+                update_in: update[k][0].pointers(&gpu),
+                update_out: update[k][1].pointers(&gpu),
+                mixing: w.mixing[k],
+                pad: 0,
+            })
+            .collect();
+        let block_params = gpu.upload(as_bytes(&params))?;
+        let head = [
+            DeviceLinear::new(&gpu, &w.head[0])?,
+            DeviceLinear::new(&gpu, &w.head[1])?,
+            DeviceLinear::new(&gpu, &w.head[2])?,
+        ];
+        let mut max_threads = u32::MAX;
+        for kernel in [EVALUATE, MD] {
+            let limit = gpu
+                .function(kernel)?
+                .max_threads_per_block()
+                .map_err(Error::cuda(format!("reading the block limit of {kernel}")))?;
+            max_threads = max_threads.min(limit.max(32) as u32);
+        }
+        Ok(FusedStudentGpu {
+            max_threads,
+            io: None,
+            hidden: w.hidden,
+            blocks: w.num_blocks(),
+            cutoff: w.cutoff,
+            _tables: tables,
+            _update: update,
+            head,
+            block_params,
+            embedding: gpu.upload(&w.embedding)?,
+            atomref: w.atomref.as_ref().map(|r| gpu.upload(r)).transpose()?,
+            scratch: None,
+            gpu,
+        })
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.blocks
+    }
+
+    /// The most threads a block may have (the kernels' register use bounds it).
+    pub fn max_threads(&self) -> u32 {
+        self.max_threads
+    }
+
+    /// The argument struct with the weights filled in and the batch pointers null.
+    pub(crate) fn base_args(&self) -> FusedStudentArgs {
+        let g = &self.gpu;
+        FusedStudentArgs {
+            blocks: g.address(&self.block_params) as *const FusedStudentBlock,
+            head: [0, 1, 2].map(|k| self.head[k].pointers(g)),
+            embedding: g.address(&self.embedding),
+            atomref: self.atomref.as_ref().map_or(std::ptr::null(), |r| g.address(r)),
+            offsets: std::ptr::null(),
+            scratch_offsets: std::ptr::null(),
+            numbers: std::ptr::null(),
+            positions: std::ptr::null_mut(),
+            forces: std::ptr::null_mut(),
+            atom_energies: std::ptr::null_mut(),
+            energies: std::ptr::null_mut(),
+            faults: std::ptr::null_mut(),
+            scratch: std::ptr::null_mut(),
+            velocities: std::ptr::null_mut(),
+            masses: std::ptr::null(),
+            fault_steps: std::ptr::null_mut(),
+            integrator: Integrator::default(),
+            first_step: 0,
+            steps: 0,
+            num_structures: 0,
+            num_blocks: self.blocks as u32,
+            hidden: self.hidden as u32,
+            cutoff: self.cutoff,
+            table_inv_h: inverse_spacing(self.cutoff),
+            want_forces: 0,
+            pad: 0,
+        }
+    }
+
+    /// Makes the scratch buffer hold at least `floats` (kept and grown across calls).
+    pub(crate) fn reserve_scratch(&mut self, floats: usize) -> Result<()> {
+        if self.scratch.as_ref().is_none_or(|s| s.len() < floats) {
+            self.scratch = None;
+            self.scratch = Some(self.gpu.zeros::<f32>(floats.max(1))?);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn scratch_address(&self) -> Result<*mut f32> {
+        let scratch = self.scratch.as_ref().ok_or_else(|| Error::Unsupported("no fused scratch".into()))?;
+        Ok(self.gpu.address(scratch))
+    }
+
+    fn scratch(&mut self, floats: usize) -> Result<*mut f32> {
+        self.reserve_scratch(floats)?;
+        self.scratch_address()
+    }
+
+    /// Energies, atom energies, (forces) and fault bits of every molecule of `batch`:
+    /// one copy of the inputs to the device, one launch, one copy of the results back.
+    pub fn evaluate(&mut self, batch: &Batch, want_forces: bool) -> Result<FusedOutput> {
+        check_batch(batch)?;
+        let (n, s) = (batch.num_atoms(), batch.num_structures());
+        if s == 0 {
+            return Ok(FusedOutput::default());
+        }
+        let (scratch_offsets, total) = scratch_offsets(batch, self.hidden, self.blocks)?;
+        let scratch = self.scratch(total)?;
+        let inputs = Segments::new([4 * (s + 1), 8 * s, 4 * n, 12 * n]);
+        let outputs = Segments::new([8 * s, 4 * s, 4 * n, 12 * n]);
+        let gpu = self.gpu.clone();
+        let io = self.io.take();
+        let mut io = match io {
+            Some(io) if io.fits(&inputs, &outputs) => io,
+            _ => {
+                drop(io);
+                StagedIo::new(&gpu, inputs.total, outputs.total)?
+            }
+        };
+        let offsets: Vec<u32> = batch.offsets.iter().map(|&o| o as u32).collect();
+        inputs.write(&mut io.input_host, 0, as_bytes(&offsets));
+        inputs.write(&mut io.input_host, 1, as_bytes(&scratch_offsets));
+        inputs.write(&mut io.input_host, 2, as_bytes(&batch.numbers));
+        inputs.write(&mut io.input_host, 3, as_bytes(&batch.positions));
+        let (input, output) = (gpu.address(&io.input) as *mut u8, gpu.address(&io.output) as *mut u8);
+        let mut args = self.base_args();
+        // SAFETY (pointer arithmetic only): each segment lies inside its buffer, which
+        // `fits` checked against the segments' total.
+        unsafe {
+            args.offsets = input.add(inputs.start[0]) as *const u32;
+            args.scratch_offsets = input.add(inputs.start[1]) as *const u64;
+            args.numbers = input.add(inputs.start[2]) as *const u32;
+            args.positions = input.add(inputs.start[3]) as *mut [f32; 3];
+            args.energies = output.add(outputs.start[0]) as *mut f64;
+            args.faults = output.add(outputs.start[1]) as *mut u32;
+            args.atom_energies = output.add(outputs.start[2]) as *mut f32;
+            args.forces = output.add(outputs.start[3]) as *mut [f32; 3];
+        }
+        args.scratch = scratch;
+        args.num_structures = s as u32;
+        args.want_forces = want_forces as u32;
+        let largest = batch.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        let config = LaunchConfig {
+            grid_dim: (s as u32, 1, 1),
+            block_dim: (block_threads(largest, self.max_threads), 1, 1),
+            shared_mem_bytes: 0,
+        };
+        gpu.copy_to_device(&mut io.input, &io.input_host[..inputs.total])?;
+        gpu.launch(EVALUATE, config, &args)?;
+        gpu.copy_to_host(&mut io.output_host[..outputs.total], &io.output)?;
+        gpu.synchronize()?;
+        let out = FusedOutput {
+            energies: outputs.read(&io.output_host, 0, s),
+            faults: outputs.read(&io.output_host, 1, s),
+            atom_energies: outputs.read(&io.output_host, 2, n),
+            forces: if want_forces { outputs.read(&io.output_host, 3, n) } else { Vec::new() },
+        };
+        self.io = Some(io);
+        Ok(out)
+    }
+}

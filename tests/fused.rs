@@ -1,0 +1,229 @@
+//! The fused small-structure engine's kernel source, run on the CPU (one thread, and
+//! several OS threads with a barrier standing in for a thread block), against the
+//! exact CPU path; and on the GPU against the CPU path.
+mod common;
+
+use common::{reference_frames, shared_model_path, Rng};
+use mlff::dynamics::{Dynamics, MdSettings, Thermostat};
+use mlff::kernels::md::Integrator;
+use mlff::model::fused::{
+    emulate_student, emulate_student_md, EmulatedMd, FusedOutput, FusedStudentGpu, FusedStudentWeights,
+};
+use mlff::{Batch, Device, Model, Prediction, Structure};
+use std::sync::Arc;
+
+fn shared_model() -> Model {
+    Model::load(shared_model_path()).expect("load shared model")
+}
+
+/// A random molecule of `n` atoms (H C N O) with atoms at least 0.7 Å apart, in a
+/// cube sized for ~1 atom per 10 Å³ but at most `side` Å, so most pairs are edges.
+fn random_molecule(rng: &mut Rng, n: usize, side: f64) -> Structure {
+    let z = [1u32, 6, 7, 8];
+    let side = side.min((10.0 * n as f64).cbrt());
+    let mut positions: Vec<[f64; 3]> = Vec::with_capacity(n);
+    while positions.len() < n {
+        let p = [rng.range(0.0, side), rng.range(0.0, side), rng.range(0.0, side)];
+        if positions.iter().all(|q| common::dist(&p, q) > 0.7) {
+            positions.push(p);
+        }
+    }
+    Structure::molecule((0..n).map(|_| z[rng.below(4)]).collect(), positions)
+}
+
+/// Energies to `rel` relative and forces to `force` eV/Å (+1e-5 of their size): the
+/// fused kernel reads the filter from the Hermite table, as the layered GPU engine does.
+fn assert_matches(name: &str, fused: &FusedOutput, cpu: &[Prediction], rel: f64, force: f64) {
+    assert!(fused.faults.iter().all(|&f| f == 0), "{name}: faults {:?}", fused.faults);
+    let mut atom = 0;
+    let (mut worst_e, mut worst_f) = (0.0f64, 0.0f64);
+    for (k, c) in cpu.iter().enumerate() {
+        let e = ((fused.energies[k] - c.energy) / c.energy.abs().max(1.0)).abs();
+        worst_e = worst_e.max(e);
+        assert!(e <= rel, "{name} structure {k}: E fused {} cpu {} (rel {e:.2e})", fused.energies[k], c.energy);
+        for (i, fc) in c.forces.iter().enumerate() {
+            let ff = fused.forces[atom + i];
+            for x in 0..3 {
+                let d = (ff[x] as f64 - fc[x]).abs();
+                worst_f = worst_f.max(d);
+                assert!(d <= force + 1e-5 * fc[x].abs(), "{name} structure {k} atom {i}: F fused {ff:?} cpu {fc:?}");
+            }
+            let ea = (fused.atom_energies[atom + i] as f64 - c.atom_energies[i]).abs();
+            assert!(ea <= rel * c.energy.abs().max(1.0), "{name} structure {k} atom {i}: atom energy");
+        }
+        atom += c.forces.len();
+    }
+    println!("{name}: worst relative energy {worst_e:.2e}, worst force {worst_f:.2e} eV/Å");
+}
+
+#[test]
+fn emulated_fused_kernel_matches_cpu_on_the_reference() {
+    let model = shared_model();
+    let w = FusedStudentWeights::new(model.student_weights().unwrap()).unwrap();
+    let structures: Vec<Structure> = reference_frames().into_iter().map(|f| f.structure).collect();
+    let cpu = model.evaluate(&Device::cpu().unwrap(), &structures).unwrap();
+    let batch = Batch::new(&structures).unwrap();
+    for threads in [1, 3] {
+        let fused = emulate_student(&w, &batch, threads, true).unwrap();
+        assert_matches(&format!("reference, {threads} thread(s)"), &fused, &cpu, 1e-5, 1e-4);
+    }
+}
+
+#[test]
+fn emulated_fused_kernel_matches_cpu_on_random_molecules() {
+    let mut rng = Rng::new(11);
+    for model in [shared_model(), mlff::default_model().unwrap()] {
+        let w = FusedStudentWeights::new(model.student_weights().unwrap()).unwrap();
+        // Sizes around the tile and warp counts, and a molecule larger than the cutoff.
+        let structures: Vec<Structure> =
+            [1, 2, 7, 8, 9, 17, 24, 33].iter().map(|&n| random_molecule(&mut rng, n, 9.0)).collect();
+        let structures: Vec<Structure> = structures
+            .into_iter()
+            .map(|mut s| {
+                let elements = [1u32, 6, 7, 8];
+                s.numbers.iter_mut().enumerate().for_each(|(i, z)| *z = elements[i % 4]);
+                s
+            })
+            .collect();
+        let cpu = model.evaluate(&Device::cpu().unwrap(), &structures).unwrap();
+        let batch = Batch::new(&structures).unwrap();
+        let fused = emulate_student(&w, &batch, 2, true).unwrap();
+        assert_matches(&format!("random molecules, H = {}", model.hidden_dim()), &fused, &cpu, 2e-5, 2e-4);
+        let energies_only = emulate_student(&w, &batch, 1, false).unwrap();
+        assert_eq!(energies_only.energies, fused.energies, "energies do not depend on asking for forces");
+    }
+}
+
+#[test]
+fn emulated_fused_kernel_flags_bad_positions() {
+    let model = shared_model();
+    let w = FusedStudentWeights::new(model.student_weights().unwrap()).unwrap();
+    let good = Structure::molecule(vec![8, 1, 1], vec![[0.0, 0.0, 0.1], [0.0, 0.76, -0.5], [0.0, -0.76, -0.5]]);
+    let close = Structure::molecule(vec![1, 1], vec![[0.0; 3], [0.0, 0.0, 5e-5]]);
+    let batch = Batch::new(&[good.clone(), close, good]).unwrap();
+    let out = emulate_student(&w, &batch, 1, true).unwrap();
+    assert_eq!(out.faults, vec![0, mlff::kernels::fused::fault::TOO_CLOSE, 0]);
+    // The batch's positions are finite by validation; the kernel still checks its own
+    // input, as MD positions come from the integrator.
+    let mut nan = Batch::new(&[Structure::molecule(vec![1, 1], vec![[0.0; 3], [0.0, 0.0, 0.7]])]).unwrap();
+    nan.positions[1][2] = f32::NAN;
+    let out = emulate_student(&w, &nan, 2, true).unwrap();
+    assert_ne!(out.faults[0] & mlff::kernels::fused::fault::NON_FINITE, 0);
+}
+
+#[test]
+fn fused_gpu_matches_cpu() {
+    let Some(gpu) = common::gpu_or_skip("fused_gpu_matches_cpu") else { return };
+    let gpu = Arc::new(gpu);
+    let mut rng = Rng::new(5);
+    for model in [shared_model(), mlff::default_model().unwrap()] {
+        let w = FusedStudentWeights::new(model.student_weights().unwrap()).unwrap();
+        let mut engine = FusedStudentGpu::new(gpu.clone(), &w).unwrap();
+        let mut structures: Vec<Structure> = reference_frames().into_iter().map(|f| f.structure).collect();
+        structures.retain(|s| s.numbers.iter().all(|&z| [1, 6, 7, 8].contains(&z)));
+        structures.extend([1, 8, 24, 33, 64].iter().map(|&n| {
+            let mut s = random_molecule(&mut rng, n, 9.0);
+            s.numbers.iter_mut().enumerate().for_each(|(i, z)| *z = [1u32, 6, 7, 8][i % 4]);
+            s
+        }));
+        let cpu = model.evaluate(&Device::cpu().unwrap(), &structures).unwrap();
+        let batch = Batch::new(&structures).unwrap();
+        let fused = engine.evaluate(&batch, true).unwrap();
+        assert_matches(&format!("GPU fused, H = {}", model.hidden_dim()), &fused, &cpu, 2e-5, 2e-4);
+        let emulated = emulate_student(&w, &batch, 1, true).unwrap();
+        assert_matches("GPU fused vs emulation", &fused, &cpu, 2e-5, 2e-4);
+        let _ = emulated;
+    }
+}
+
+fn demo() -> Model {
+    use mlff::model::demo::{demo_config, synthetic_weights};
+    Model::from_weights(synthetic_weights(demo_config(), 2026), Default::default())
+}
+
+fn sample_molecules() -> Vec<Structure> {
+    mlff::extxyz::parse(mlff::SAMPLE_MOLECULES, "molecules.xyz").unwrap().into_iter().map(|f| f.structure).collect()
+}
+
+/// Positions every `every` steps of a CPU-path MD run, from Maxwell–Boltzmann
+/// velocities, and the starting velocities.
+fn cpu_trajectory(
+    model: &Model,
+    structures: &[Structure],
+    settings: MdSettings,
+    steps: u64,
+) -> (Vec<[f32; 3]>, Vec<Vec<[f32; 3]>>) {
+    let mut md = Dynamics::new(model, &Device::cpu().unwrap(), structures, settings).unwrap();
+    md.maxwell_boltzmann(300.0, 5).unwrap();
+    let start = md.current(|r| r.velocities.to_vec()).unwrap();
+    let mut frames = Vec::new();
+    md.run(steps, steps, |r| {
+        frames.push(r.positions.to_vec());
+        Ok(())
+    })
+    .unwrap();
+    (start, frames)
+}
+
+fn worst_difference(a: &[[f32; 3]], b: &[[f32; 3]]) -> f32 {
+    a.iter().zip(b).map(|(p, q)| (0..3).map(|k| (p[k] - q[k]).abs()).fold(0.0, f32::max)).fold(0.0, f32::max)
+}
+
+#[test]
+fn emulated_fused_md_follows_the_cpu_md() {
+    let model = demo();
+    let w = FusedStudentWeights::new(model.student_weights().unwrap()).unwrap();
+    let structures = sample_molecules();
+    let batch = Batch::new(&structures).unwrap();
+    let masses: Vec<f32> = batch.numbers.iter().map(|&z| mlff::elements::mass(z).unwrap() as f32).collect();
+    for thermostat in [Thermostat::None, Thermostat::Langevin { temperature: 400.0, friction: 0.02 }] {
+        let settings = MdSettings { timestep: 0.5, thermostat, seed: 12 };
+        let (start, frames) = cpu_trajectory(&model, &structures, settings, 20);
+        let integrator = match thermostat {
+            Thermostat::None => Integrator::verlet(0.5),
+            Thermostat::Langevin { temperature, friction } => Integrator::langevin(0.5, temperature, friction, 12),
+        };
+        let mut positions = batch.positions.clone();
+        let mut velocities = start.clone();
+        let md = EmulatedMd {
+            positions: &mut positions,
+            velocities: &mut velocities,
+            masses: &masses,
+            integrator,
+            first_step: 0,
+            steps: 20,
+        };
+        let out = emulate_student_md(&w, &batch, 2, md).unwrap();
+        assert!(out.faults.iter().all(|&f| f == 0));
+        let worst = worst_difference(&positions, &frames[0]);
+        println!("{thermostat:?}: emulated fused MD vs CPU MD after 20 steps: {worst:.2e} Å");
+        assert!(worst < 1e-4, "{thermostat:?}: {worst} Å apart");
+        assert!(worst_difference(&positions, &batch.positions) > 1e-3, "the atoms moved");
+    }
+}
+
+#[test]
+fn fused_gpu_md_follows_the_cpu_md() {
+    let Some(gpu) = common::gpu_or_skip("fused_gpu_md_follows_the_cpu_md") else { return };
+    let gpu = Device::Gpu(Arc::new(gpu));
+    let model = demo();
+    let structures = sample_molecules();
+    for thermostat in [Thermostat::None, Thermostat::Langevin { temperature: 400.0, friction: 0.02 }] {
+        let settings = MdSettings { timestep: 0.5, thermostat, seed: 12 };
+        let (_, frames) = cpu_trajectory(&model, &structures, settings, 40);
+        let mut md = Dynamics::new(&model, &gpu, &structures, settings).unwrap();
+        md.maxwell_boltzmann(300.0, 5).unwrap();
+        let mut last = Vec::new();
+        md.run(40, 8, |r| {
+            last = r.positions.to_vec();
+            Ok(())
+        })
+        .unwrap();
+        let worst = worst_difference(&last, &frames[0]);
+        println!(
+            "{thermostat:?}: GPU MD ({}) vs CPU MD after 40 steps: {worst:.2e} Å",
+            std::env::var("MLFF_ENGINE").unwrap_or_default()
+        );
+        assert!(worst < 1e-4, "{thermostat:?}: {worst} Å apart");
+    }
+}
