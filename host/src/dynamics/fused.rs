@@ -143,6 +143,7 @@ impl FusedDynamics {
             step: self.step,
             time: self.step as f64 * dt,
             offsets: &batch.offsets,
+            origins: &batch.origins,
             numbers: &batch.numbers,
             positions: &positions,
             velocities: &velocities,
