@@ -5,6 +5,7 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
     PushKernelArg, ValidAsZeroBits,
 };
+use mlff_kernels::kernel::{Kernel, KernelArgs};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -122,8 +123,9 @@ impl Gpu {
         self.ctx.mem_get_info().map_err(Error::cuda("querying memory"))
     }
 
-    /// The kernel `name` of the embedded module (looked up once, then cached).
-    pub fn function(&self, name: &'static str) -> Result<CudaFunction> {
+    /// The entry point of `kernel` in the embedded module (looked up once, then cached).
+    pub fn function<A: KernelArgs>(&self, kernel: Kernel<A>) -> Result<CudaFunction> {
+        let name = kernel.name();
         let mut cache = self.functions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(f) = cache.get(name) {
             return Ok(f.clone());
@@ -146,8 +148,9 @@ impl Gpu {
     }
 
     /// Launches `kernel` with its argument struct passed by value.
-    pub fn launch<A: Copy>(&self, kernel: &'static str, config: LaunchConfig, args: &A) -> Result<()> {
+    pub fn launch<A: KernelArgs>(&self, kernel: Kernel<A>, config: LaunchConfig, args: &A) -> Result<()> {
         let f = self.function(kernel)?;
+        let kernel = kernel.name();
         allow_shared_memory(&f, kernel, config.shared_mem_bytes)?;
         let by_value = ByValue(*args);
         let mut launch = self.stream.launch_builder(&f);
@@ -241,7 +244,9 @@ impl Gpu {
 /// `mlff-kernels`, shared with the device code).
 #[repr(transparent)]
 struct ByValue<A>(A);
-unsafe impl<A: Copy> DeviceRepr for ByValue<A> {}
+// SAFETY: `KernelArgs` types are `#[repr(C)]` plain values and device addresses, so
+// their bytes are what the kernel's parameter expects (`repr(transparent)` keeps them).
+unsafe impl<A: KernelArgs> DeviceRepr for ByValue<A> {}
 
 /// Page-locked host memory, so copies are asynchronous and can overlap.
 pub struct Pinned<T: Copy + Default> {

@@ -1,4 +1,4 @@
-//! Neighbour search on the GPU: the cell-list kernels of `kernels::gpu_cells`,
+//! Neighbour search on the GPU: the cell-list kernels of `kernels::neighbors`,
 //! launched as count → scan → fill → sort → reverse, with every buffer sized by the
 //! real pair count (an edge capacity that grows when a build overflows it; nothing is
 //! ever dropped). The lists equal the CPU path's exactly, as sets and in order.
@@ -9,7 +9,8 @@ use crate::neighbors::NeighborList;
 use crate::structure::{inverse, plane_spacing, Batch};
 use cudarc::driver::{CudaSlice, LaunchConfig};
 use mlff_kernels::cell_list::{bin_capacity, GridRecord, StructureRecord};
-use mlff_kernels::launch_args::{status, CellArgs, ScanArgs, SCAN_BLOCK_ELEMENTS, SCAN_BLOCK_THREADS};
+use mlff_kernels::neighbors::args::{status, CellArgs, ScanArgs, SCAN_BLOCK_ELEMENTS, SCAN_BLOCK_THREADS};
+use mlff_kernels::neighbors::entries as k;
 use std::sync::Arc;
 
 /// Per-structure records of a batch, as the kernels read them.
@@ -81,10 +82,10 @@ impl Scan {
             block_dim: (SCAN_BLOCK_THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        gpu.launch("mlff_scan_block", config, &args)?;
+        gpu.launch(k::SCAN_BLOCK, config, &args)?;
         if blocks > 1 {
             self.level(gpu, k + 1, args.block_sums)?;
-            gpu.launch("mlff_scan_add", grid_1d(*len, BLOCK_THREADS)?, &args)?;
+            gpu.launch(k::SCAN_ADD, grid_1d(*len, BLOCK_THREADS)?, &args)?;
         }
         Ok(())
     }
@@ -245,12 +246,12 @@ impl GpuCellList {
                 block_dim: (256, 1, 1),
                 shared_mem_bytes: 0,
             };
-            gpu.launch("mlff_cells_grid", per_structure, &args)?;
+            gpu.launch(k::GRID, per_structure, &args)?;
         }
-        gpu.launch("mlff_cells_bin", atoms, &args)?;
+        gpu.launch(k::BIN, atoms, &args)?;
         self.bin_scan.run(&gpu, args.bin_start)?;
-        gpu.launch("mlff_cells_scatter", atoms, &args)?;
-        gpu.launch("mlff_cells_count", warp_per_atom(self.num_atoms)?, &args)?;
+        gpu.launch(k::SCATTER, atoms, &args)?;
+        gpu.launch(k::COUNT, warp_per_atom(self.num_atoms)?, &args)?;
         self.row_scan.run(&gpu, args.row_ptr)?;
         self.enqueue_fill()?;
         gpu.stream()
@@ -263,8 +264,8 @@ impl GpuCellList {
     fn enqueue_fill(&self) -> Result<()> {
         let args = self.args();
         let rows = warp_per_atom(self.num_atoms)?;
-        self.gpu.launch("mlff_cells_fill", rows, &args)?;
-        self.gpu.launch("mlff_cells_reverse", rows, &args)
+        self.gpu.launch(k::FILL, rows, &args)?;
+        self.gpu.launch(k::REVERSE, rows, &args)
     }
 
     /// Edges the last build found (`row_ptr[N]`; synchronises, copies one word).
@@ -324,7 +325,7 @@ impl GpuCellList {
     /// benches' scaling contrast. Counts land in the row-pointer buffer.
     pub fn enqueue_brute_force_count(&self) -> Result<()> {
         let args = self.args();
-        self.gpu.launch("mlff_cells_brute_force_count", grid_1d(self.num_atoms, BLOCK_THREADS)?, &args)
+        self.gpu.launch(k::BRUTE_FORCE_COUNT, grid_1d(self.num_atoms, BLOCK_THREADS)?, &args)
     }
 
     /// Replaces the positions (N×3) without rebuilding.
@@ -344,7 +345,7 @@ impl GpuCellList {
     pub fn moved_beyond_skin(&mut self) -> Result<bool> {
         let gpu = self.gpu.clone();
         let args = self.args();
-        gpu.launch("mlff_cells_moved", grid_1d(self.num_atoms, BLOCK_THREADS)?, &args)?;
+        gpu.launch(k::MOVED, grid_1d(self.num_atoms, BLOCK_THREADS)?, &args)?;
         let words = gpu.download(&self.status)?;
         Ok(words[status::MOVED] != 0)
     }

@@ -13,8 +13,11 @@ use crate::model::Model;
 use crate::structure::Batch;
 use cudarc::driver::{CudaEvent, CudaGraph, CudaSlice, LaunchConfig};
 use mlff_kernels::cell_list::StructureRecord;
-use mlff_kernels::launch_args::{md_clock, md_status, status, MdArgs, STRUCTURE_OUT_WORDS};
+use mlff_kernels::common::args::STRUCTURE_OUT_WORDS;
+use mlff_kernels::md::args::{md_clock, md_status, MdArgs};
+use mlff_kernels::md::entries as k;
 use mlff_kernels::md::Integrator;
+use mlff_kernels::neighbors::args::status;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -146,18 +149,18 @@ impl GpuDynamics {
         }
         let per_structure =
             LaunchConfig { grid_dim: (structures as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 256 * 8 };
-        self.gpu.launch("mlff_md_kinetic", per_structure, &self.args())
+        self.gpu.launch(k::KINETIC, per_structure, &self.args())
     }
 
     /// Enqueues `steps` steps, starting with a save of the state to return to.
     fn enqueue_chunk(&mut self, steps: u64) -> Result<()> {
         let atoms = self.atoms_config()?;
         let args = self.args();
-        self.gpu.launch("mlff_md_save", atoms, &args)?;
+        self.gpu.launch(k::SAVE, atoms, &args)?;
         for _ in 0..steps {
-            self.gpu.launch("mlff_md_kick_drift", atoms, &args)?;
+            self.gpu.launch(k::KICK_DRIFT, atoms, &args)?;
             self.workspace.enqueue_model(&self.weights, true)?;
-            self.gpu.launch("mlff_md_kick", atoms, &args)?;
+            self.gpu.launch(k::KICK, atoms, &args)?;
         }
         self.enqueue_energies()
     }
@@ -294,7 +297,7 @@ impl GpuDynamics {
         self.workspace.grow_edges(&self.weights, edges + edges / 4 + 256)?;
         self.graphs.clear();
         let atoms = self.atoms_config()?;
-        self.gpu.launch("mlff_md_restore", atoms, &self.args())?;
+        self.gpu.launch(k::RESTORE, atoms, &self.args())?;
         self.gpu.synchronize()
     }
 }

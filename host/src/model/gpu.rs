@@ -12,9 +12,13 @@ use crate::gpu_neighbors::GpuCellList;
 use crate::structure::Batch;
 use cudarc::driver::{CudaGraph, CudaSlice, LaunchConfig};
 use mlff_kernels::cell_list::StructureRecord;
-use mlff_kernels::launch_args::{status, ModelArgs, STRUCTURE_OUT_WORDS};
+use mlff_kernels::common::args::{ModelArgs, STRUCTURE_OUT_WORDS};
+use mlff_kernels::common::entries as common_kernels;
 use mlff_kernels::mma::TILE_ROWS;
-use mlff_kernels::student_tc as tc;
+use mlff_kernels::neighbors::args::status;
+use mlff_kernels::painn::entries as painn_kernels;
+use mlff_kernels::student::entries as student_kernels;
+use mlff_kernels::student::tensor_core as tc;
 use std::sync::Arc;
 
 struct DeviceLinear {
@@ -621,8 +625,8 @@ impl Workspace {
         if want_forces {
             let base = self.args(w);
             let rows = warp_per_atom(self.num_atoms)?;
-            w.gpu.launch("mlff_student_edge_gradients", rows, &base)?;
-            w.gpu.launch("mlff_student_forces", rows, &base)?;
+            w.gpu.launch(common_kernels::EDGE_GRADIENTS, rows, &base)?;
+            w.gpu.launch(common_kernels::FORCES, rows, &base)?;
         }
         Ok(())
     }
@@ -641,8 +645,8 @@ impl Workspace {
         };
         let edge_warps = grid_1d(32 * n * self.groups, 128)?;
         let ch = h / (32 * self.groups);
-        let (message, message_back) = message_kernels(ch);
-        let (tile_update, tile_update_back, _) = tile_kernels(ta);
+        let (message, message_back) = student_kernels::message(ch).ok_or_else(|| unsupported_channels(ch))?;
+        let (tile_update, tile_update_back) = student_kernels::update(ta).ok_or_else(|| unsupported_tile(ta))?;
         let (update_kernel, update_back_kernel, update, back) = if w.tensor_core_updates(n) {
             let blocks = LaunchConfig {
                 grid_dim: (n.div_ceil(TILE_ROWS) as u32, 1, 1),
@@ -651,7 +655,7 @@ impl Workspace {
             };
             let forward = LaunchConfig { shared_mem_bytes: tc::forward_shared_bytes(h) as u32, ..blocks };
             let backward = LaunchConfig { shared_mem_bytes: tc::backward_shared_bytes(h) as u32, ..blocks };
-            ("mlff_student_update_tc", "mlff_student_update_back_tc", forward, backward)
+            (student_kernels::UPDATE_TC, student_kernels::UPDATE_BACK_TC, forward, backward)
         } else {
             // The update kernels split k over S slices of H threads (split-K).
             let slices = update_slices(h, ta, n.div_ceil(ta));
@@ -660,14 +664,14 @@ impl Workspace {
             let backward = LaunchConfig { shared_mem_bytes: ((4 + slices) * h * ta * 4) as u32, ..update_tiles };
             (tile_update, tile_update_back, forward, backward)
         };
-        gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
+        gpu.launch(common_kernels::EMBED, grid_1d(n * h, BLOCK_THREADS)?, &base)?;
         let blocks = w.num_blocks();
         for t in 0..blocks {
             gpu.launch(message, edge_warps, &self.block_args_at(w, &base, t, t))?;
             gpu.launch(update_kernel, update, &self.block_args_at(w, &base, t, t + 1))?;
         }
         let readout_atoms = readout_tile_atoms(ta);
-        let readout_kernel = tile_kernels(readout_atoms).2;
+        let readout_kernel = student_kernels::readout(readout_atoms).ok_or_else(|| unsupported_tile(readout_atoms))?;
         let readout = LaunchConfig {
             grid_dim: (n.div_ceil(readout_atoms).max(1) as u32, 1, 1),
             shared_mem_bytes: ((13 * h / 4) * readout_atoms * 4) as u32,
@@ -680,7 +684,7 @@ impl Workspace {
                 // The block's input state again, unless kept: the embedding (which the
                 // last update overwrote), or the update of the block before.
                 if t == 0 {
-                    gpu.launch("mlff_student_embed", grid_1d(n * h, BLOCK_THREADS)?, &base)?;
+                    gpu.launch(common_kernels::EMBED, grid_1d(n * h, BLOCK_THREADS)?, &base)?;
                 } else if self.kept_inputs.is_empty() {
                     gpu.launch(update_kernel, update, &self.block_args(w, &base, t - 1))?;
                 }
@@ -710,16 +714,13 @@ impl Workspace {
             shared_mem_bytes: ((floats + slices) * h * ta * 4) as u32,
         };
         let tile = |floats: usize| tile_with(floats, slices);
-        let [context, context_back, mixing, mixing_back, readout] = painn_tile_kernels(ta, slices > 1);
+        let painn_kernels::TileKernels { context, context_back, mixing, mixing_back, readout } =
+            painn_kernels::tiles(ta, slices > 1).ok_or_else(|| unsupported_tile(ta))?;
         let edge_warps = grid_1d(32 * n * self.groups, 128)?;
-        let (message, message_back) = match h / (32 * self.groups) {
-            1 => ("mlff_painn_message_c1", "mlff_painn_message_back_c1"),
-            2 => ("mlff_painn_message_c2", "mlff_painn_message_back_c2"),
-            4 => ("mlff_painn_message_c4", "mlff_painn_message_back_c4"),
-            _ => ("mlff_painn_message_c8", "mlff_painn_message_back_c8"),
-        };
+        let ch = h / (32 * self.groups);
+        let (message, message_back) = painn_kernels::message(ch).ok_or_else(|| unsupported_channels(ch))?;
         let embed = grid_1d(n * h, BLOCK_THREADS)?;
-        gpu.launch("mlff_student_embed", embed, &base)?;
+        gpu.launch(common_kernels::EMBED, embed, &base)?;
         for t in 0..blocks {
             let a = self.block_args(w, &base, t);
             gpu.launch(context, tile(2), &a)?;
@@ -734,7 +735,7 @@ impl Workspace {
         }
         for t in (0..blocks).rev() {
             if t == 0 {
-                gpu.launch("mlff_student_embed", embed, &base)?;
+                gpu.launch(common_kernels::EMBED, embed, &base)?;
             } else {
                 gpu.launch(mixing, tile(5), &self.block_args(w, &base, t - 1))?;
             }
@@ -760,7 +761,7 @@ impl Workspace {
             block_dim: (256, 1, 1),
             shared_mem_bytes: (256 * STRUCTURE_OUT_WORDS * 8) as u32,
         };
-        w.gpu.launch("mlff_student_structure_sums", per_structure, &sums_args)
+        w.gpu.launch(common_kernels::STRUCTURE_SUMS, per_structure, &sums_args)
     }
 
     /// Evaluates the batch at `positions` (one call; a graph replay when the shape
@@ -839,27 +840,6 @@ impl Workspace {
     }
 }
 
-/// The edge kernels for `ch` channels per lane (forward, adjoint).
-fn message_kernels(ch: usize) -> (&'static str, &'static str) {
-    match ch {
-        1 => ("mlff_student_message_c1", "mlff_student_message_back_c1"),
-        2 => ("mlff_student_message_c2", "mlff_student_message_back_c2"),
-        4 => ("mlff_student_message_c4", "mlff_student_message_back_c4"),
-        _ => ("mlff_student_message_c8", "mlff_student_message_back_c8"),
-    }
-}
-
-/// The atom-tile kernels for tiles of `ta` atoms (update, its adjoint, readout).
-fn tile_kernels(ta: usize) -> (&'static str, &'static str, &'static str) {
-    match ta {
-        1 => ("mlff_student_update_t1", "mlff_student_update_back_t1", "mlff_student_readout_t1"),
-        2 => ("mlff_student_update_t2", "mlff_student_update_back_t2", "mlff_student_readout_t2"),
-        4 => ("mlff_student_update_t4", "mlff_student_update_back_t4", "mlff_student_readout_t4"),
-        16 => ("mlff_student_update_t16", "mlff_student_update_back_t16", "mlff_student_readout_t16"),
-        _ => ("mlff_student_update_t8", "mlff_student_update_back_t8", "mlff_student_readout_t8"),
-    }
-}
-
 /// Atoms per block of the student's readout: those of the update's tiles, but at
 /// most 2 (a chain of four small layers, so more blocks beat more reuse of each
 /// weight): measured against 8 (PERF.md, session 7), 1,000 atoms −2.4 %, 10,000 atoms
@@ -871,53 +851,14 @@ fn readout_tile_atoms(update_tile_atoms: usize) -> usize {
     }
 }
 
-/// PaiNN's atom-tile kernels for tiles of `ta` atoms, split over k or not (context,
-/// its adjoint, mixing, its adjoint, readout).
-fn painn_tile_kernels(ta: usize, split: bool) -> [&'static str; 5] {
-    match (ta, split) {
-        (2, false) => [
-            "mlff_painn_context_t2",
-            "mlff_painn_context_back_t2",
-            "mlff_painn_mixing_t2",
-            "mlff_painn_mixing_back_t2",
-            "mlff_painn_readout_t2",
-        ],
-        (2, true) => [
-            "mlff_painn_context_t2_split",
-            "mlff_painn_context_back_t2_split",
-            "mlff_painn_mixing_t2_split",
-            "mlff_painn_mixing_back_t2_split",
-            "mlff_painn_readout_t2",
-        ],
-        (8, false) => [
-            "mlff_painn_context_t8",
-            "mlff_painn_context_back_t8",
-            "mlff_painn_mixing_t8",
-            "mlff_painn_mixing_back_t8",
-            "mlff_painn_readout_t8",
-        ],
-        (8, true) => [
-            "mlff_painn_context_t8_split",
-            "mlff_painn_context_back_t8_split",
-            "mlff_painn_mixing_t8_split",
-            "mlff_painn_mixing_back_t8_split",
-            "mlff_painn_readout_t8",
-        ],
-        (_, false) => [
-            "mlff_painn_context_t4",
-            "mlff_painn_context_back_t4",
-            "mlff_painn_mixing_t4",
-            "mlff_painn_mixing_back_t4",
-            "mlff_painn_readout_t4",
-        ],
-        (_, true) => [
-            "mlff_painn_context_t4_split",
-            "mlff_painn_context_back_t4_split",
-            "mlff_painn_mixing_t4_split",
-            "mlff_painn_mixing_back_t4_split",
-            "mlff_painn_readout_t4",
-        ],
-    }
+/// No edge kernels were instantiated for `channels` channels a lane.
+fn unsupported_channels(channels: usize) -> Error {
+    Error::Unsupported(format!("internal: no edge kernels for {channels} channels a lane"))
+}
+
+/// No atom-tile kernels were instantiated for tiles of `atoms` atoms.
+fn unsupported_tile(atoms: usize) -> Error {
+    Error::Unsupported(format!("internal: no atom-tile kernels for tiles of {atoms} atoms"))
 }
 
 #[cfg(test)]

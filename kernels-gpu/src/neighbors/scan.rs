@@ -1,8 +1,8 @@
 //! Exclusive prefix sum of u32 on the GPU: each block scans 1024 elements and writes
 //! its total; the host scans the totals the same way (recursively) and adds them back.
 
+use super::args::{ScanArgs, SCAN_BLOCK_ELEMENTS};
 use crate::device::gpu;
-use crate::launch_args::{ScanArgs, SCAN_BLOCK_ELEMENTS};
 
 /// Block-local exclusive scan; `block_sums[block]` = the block's total.
 pub unsafe fn scan_block_kernel(a: &ScanArgs) {

@@ -1,17 +1,18 @@
 //! PaiNN on the GPU (architecture 2 of MODEL.md), the same math as [`crate::painn`]
-//! laid out as the student's GPU path ([`crate::gpu_student`]): edge passes one
-//! warp per (receiver, channel group) over the receiver's CSR row (no float
-//! atomics), the filter W(d) read from a Hermite table, and the per-atom networks
+//! laid out as the student's GPU path: edge passes one warp per (receiver, channel
+//! group) over the receiver's CSR row ([`crate::common::edges`], no float atomics),
+//! the filter W(d) read from a Hermite table, and the per-atom networks
 //! (context, mixing, readout and their adjoints) over tiles of TA atoms with one
 //! thread per channel. `s`, `v`, `s_mid`, `v_mid`, `gs`, `gv`, `gs_mid`, `gv_mid` of
 //! [`ModelArgs`] hold q, μ and their adjoints.
 
+use super::NORM_EPSILON;
+use crate::common::args::ModelArgs;
+use crate::common::edges::{for_each_row_edge_loaded, warp_task, RowEdge};
+use crate::common::tiles::{tile_dense, TileThread};
 use crate::device::gpu;
 use crate::filter_table::{interpolate, knots};
-use crate::gpu_student::{for_each_row_edge_loaded, tile_dense, warp_task, RowEdge, TileThread};
-use crate::launch_args::ModelArgs;
 use crate::math::{fma, silu, silu_and_grad, sqrt};
-use crate::painn::NORM_EPSILON;
 
 /// x = Dense(H→3H)(SiLU(Dense(H→H)(q))) over a tile of TA atoms (H·S threads, S
 /// k-slices as in the student's update). Shared memory: (2 + S)·H·TA floats.

@@ -1,73 +1,9 @@
-//! Arguments of the GPU kernels, passed by value as one `#[repr(C)]` struct per
+//! Arguments of the model kernels, passed by value as one `#[repr(C)]` struct per
 //! launch so that host and device agree on the layout by construction. Pointers are
 //! device addresses; the host wrappers in `mlff-host` fill them from live buffers.
 
-use crate::cell_list::{GridRecord, StructureRecord};
-
-/// Neighbour-search kernels (`mlff_cells_*`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct CellArgs {
-    pub records: *const StructureRecord,
-    pub grids: *mut GridRecord,
-    pub positions: *const [f32; 3],
-    pub structure_of: *const u32,
-    /// Per atom: its bin within its structure, and its integer wrap into the cell.
-    pub atom_home: *mut [i32; 3],
-    pub wrap: *mut [i32; 3],
-    pub atom_bin: *mut u32,
-    /// Per bin (+1): counts, then (after the scan) start offsets.
-    pub bin_start: *mut u32,
-    pub bin_fill: *mut u32,
-    pub bin_atoms: *mut u32,
-    /// Per atom (+1): edge counts, then (after the scan) the CSR row pointer.
-    pub row_ptr: *mut u32,
-    pub src: *mut u32,
-    pub shift: *mut [i32; 3],
-    pub reverse: *mut u32,
-    /// `[r, d]` per edge, or null when not wanted.
-    pub geom: *mut [f32; 4],
-    /// See [`status`].
-    pub status: *mut u32,
-    /// Positions at the last build, for the skin check.
-    pub reference: *mut [f32; 3],
-    pub num_atoms: u32,
-    pub num_structures: u32,
-    pub edge_capacity: u32,
-    pub cutoff: f32,
-    /// (skin/2)², for the skin check.
-    pub half_skin_sq: f32,
-    pub pad: u32,
-}
-
-/// Words of the neighbour-search status buffer.
-pub mod status {
-    /// Nonzero when two atoms are closer than `MIN_DISTANCE`; then `CLOSE_I`/`CLOSE_J`.
-    pub const TOO_CLOSE: usize = 0;
-    pub const CLOSE_I: usize = 1;
-    pub const CLOSE_J: usize = 2;
-    /// Nonzero when the edges did not fit `edge_capacity` (nothing was written).
-    pub const OVERFLOW: usize = 3;
-    /// Nonzero when an edge had no reverse (an internal error).
-    pub const ASYMMETRIC: usize = 4;
-    /// Nonzero when an atom moved more than skin/2 since the build.
-    pub const MOVED: usize = 5;
-    pub const WORDS: usize = 8;
-}
-
-/// Prefix-sum kernels.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct ScanArgs {
-    pub data: *mut u32,
-    pub block_sums: *mut u32,
-    pub len: u32,
-    pub pad: u32,
-}
-
-/// Elements one scan block handles (256 threads × 4).
-pub const SCAN_BLOCK_ELEMENTS: usize = 1024;
-pub const SCAN_BLOCK_THREADS: usize = 256;
+use crate::kernel::KernelArgs;
+use crate::neighbors::cell_list::StructureRecord;
 
 /// Model kernels (`mlff_student_*`): the state of one call, plus the weights of the
 /// block or head a launch works on.
@@ -166,48 +102,5 @@ pub struct ModelArgs {
 /// Words per structure in `structure_out`.
 pub const STRUCTURE_OUT_WORDS: usize = 10;
 
-/// Molecular-dynamics kernels (`mlff_md_*`): the state lives on the device between
-/// steps, and a fault in any step freezes the state until the host has looked.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct MdArgs {
-    pub positions: *mut [f32; 3],
-    pub velocities: *mut [f32; 3],
-    pub forces: *mut [f32; 3],
-    pub masses: *const f32,
-    pub records: *const StructureRecord,
-    /// Per atom [x, v, f] at the start of the running chunk of steps, to go back to.
-    pub saved: *mut [f32; 9],
-    /// See [`md_clock`].
-    pub clock: *mut u64,
-    /// See [`md_status`].
-    pub md_status: *mut u32,
-    /// The neighbour search's status words of the step's build.
-    pub cell_status: *const u32,
-    /// Per structure: kinetic energy (eV).
-    pub kinetic: *mut f64,
-    pub integrator: crate::md::Integrator,
-    pub num_atoms: u32,
-    pub num_structures: u32,
-}
-
-/// Words of the MD clock (u64).
-pub mod md_clock {
-    /// Steps taken (also the thermostat noise's counter).
-    pub const STEP: usize = 0;
-    /// `STEP` at the saved state.
-    pub const SAVED_STEP: usize = 1;
-    /// The step whose build faulted.
-    pub const FAULT_STEP: usize = 2;
-    pub const WORDS: usize = 3;
-}
-
-/// Words of the MD status (u32).
-pub mod md_status {
-    /// Nonzero once a step's neighbour search faulted: every MD kernel then leaves
-    /// the state alone until the host restores the saved state.
-    pub const FROZEN: usize = 0;
-    /// The faulting build's status words (`status::WORDS` of them) from here on.
-    pub const CELL_STATUS: usize = 1;
-    pub const WORDS: usize = 1 + super::status::WORDS;
-}
+// SAFETY: `#[repr(C)]`, plain values and device addresses only.
+unsafe impl KernelArgs for ModelArgs {}

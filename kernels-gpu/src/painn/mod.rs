@@ -13,6 +13,10 @@
 //! through the context network. The filter W(d) is recomputed per edge where it is
 //! needed (K·3F multiply-adds), never stored.
 
+pub mod entries;
+#[cfg(target_arch = "nvptx64")]
+mod gpu;
+
 use crate::math::{exp, sqrt};
 use crate::nn::{dense, dense_grad_input, dense_no_bias, dot, silu_in_place, split_scratch as split};
 use crate::radial::cosine_cutoff;

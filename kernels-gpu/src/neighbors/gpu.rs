@@ -1,13 +1,13 @@
-//! GPU drivers of the cell-list bodies in [`crate::cell_list`]: one block per
+//! GPU drivers of the cell-list bodies in [`super::cell_list`]: one block per
 //! structure for the grid, one warp per atom for the rows (count, fill, reverse),
 //! one thread per atom for the rest.
 
-use crate::cell_list::{
+use super::args::{status, CellArgs};
+use super::cell_list::{
     bin_of, candidate_geometry, edge_key_less, for_each_candidate_chunk, fractional, grid, linear_bin, reverse_edge,
     sort_row, MIN_DISTANCE,
 };
 use crate::device::gpu;
-use crate::launch_args::{status, CellArgs};
 
 /// One block per structure: the range of fractional coordinates, then the grid.
 pub unsafe fn grid_kernel(a: &CellArgs) {

@@ -1,4 +1,4 @@
-//! Launch shapes of the student's tensor-core update kernels (`gpu_student_tc`),
+//! Launch shapes of the student's tensor-core update kernels (`gpu_tensor_core`),
 //! shared by the kernels and the host that launches them.
 
 use crate::mma::{operand_bytes, padded, TILE_ROWS};

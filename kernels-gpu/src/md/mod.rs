@@ -5,6 +5,11 @@
 //!
 //! Units: Å, fs, eV, atomic mass units.
 
+pub mod args;
+pub mod entries;
+#[cfg(target_arch = "nvptx64")]
+mod gpu;
+
 use crate::math::{cos, exp, ln, sin, sqrt};
 
 /// 1 eV/(Å·amu) in Å/fs².

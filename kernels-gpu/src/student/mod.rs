@@ -12,6 +12,13 @@
 //! same d, bit for bit), so contributions that flow to the *sender* j of an edge are
 //! gathered by j over its own row instead of scattered with atomics.
 
+pub mod entries;
+#[cfg(target_arch = "nvptx64")]
+mod gpu;
+#[cfg(target_arch = "nvptx64")]
+mod gpu_tensor_core;
+pub mod tensor_core;
+
 use crate::nn::{dense, dense_grad_input, dot, silu_in_place, split_scratch as split};
 use crate::radial::gaussian_features;
 

@@ -1,10 +1,11 @@
-//! GPU drivers of the MD integrator (`md.rs` bodies), one thread per atom, with the
-//! step counter and a fault flag in device memory so that many steps can be one
-//! CUDA-graph replay with no host involvement.
+//! GPU drivers of the MD integrator (the bodies of [`crate::md`]), one thread per
+//! atom, with the step counter and a fault flag in device memory so that many steps
+//! can be one CUDA-graph replay with no host involvement.
 
+use super::args::{md_clock, md_status, MdArgs};
 use crate::device::gpu;
-use crate::launch_args::{md_clock, md_status, status, MdArgs};
 use crate::md;
+use crate::neighbors::args::status;
 
 #[inline(always)]
 unsafe fn frozen(a: &MdArgs) -> bool {

@@ -16,6 +16,8 @@
 //! Every GPU primitive here is checked against its host equivalent on random data by
 //! the `device_layer` GPU tests (`tests/device_layer.rs`).
 
+pub mod selftest;
+
 /// Threads in a warp on every NVIDIA GPU we target.
 pub const WARP_SIZE: usize = 32;
 /// Largest block the block-level primitives support (32 warps, one scratch slot each).

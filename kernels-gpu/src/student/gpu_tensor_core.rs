@@ -1,17 +1,17 @@
 //! The student's update step and its adjoint on the tensor cores: one block of
 //! `BLOCK_WARPS` warps per 16 atoms, each dense layer a warp-level 3xTF32 product
 //! ([`crate::mma`]) whose epilogue (bias, SiLU, gating, mixing) runs on the
-//! accumulators in registers. Same math as `gpu_student::update_forward` /
-//! `update_backward`; the host picks these for H ≤ 128 from 33 tiles of 16 atoms on
+//! accumulators in registers. Same math as [`super::gpu::update_forward`] /
+//! [`super::gpu::update_backward`]; the host picks these for H ≤ 128 from 33 tiles of 16 atoms on
 //! (`TENSOR_CORE_MIN_TILES` in the host: below that one block's latency loses to the
 //! CUDA-core tiles of 1 or 2 atoms).
 
+use super::gpu::{keep_update, kept_update, norm3};
+use super::tensor_core::{BLOCK_WARPS, MAX_GROUPS_PER_WARP, TILES_PER_GROUP};
+use crate::common::args::ModelArgs;
 use crate::device::gpu;
-use crate::gpu_student::{keep_update, kept_update, norm3};
-use crate::launch_args::ModelArgs;
 use crate::math::{silu, silu_and_grad};
 use crate::mma::{accumulator_position, padded, warp_product, SplitPair, TILE_ROWS};
-use crate::student_tc::{BLOCK_WARPS, MAX_GROUPS_PER_WARP, TILES_PER_GROUP};
 
 /// [s_mid ‖ ‖v_mid‖] of the block's 16 atoms into `x` (rows of padded(2H)), zero
 /// past the last atom.
@@ -197,7 +197,7 @@ pub unsafe fn update_backward_tc(a: &ModelArgs) {
     }
     gpu::sync_threads();
     // g1, g2 again; ∂E/∂[a | g1 | g2] into g_out, the direct paths v → v_mid into gv_mid.
-    // (The same arithmetic as `gpu_student::update_backward`, written out twice on
+    // (The same arithmetic as `gpu::update_backward`, written out twice on
     // purpose: one shared helper took this kernel from 80 to 104 registers and the
     // 256 × 24 batch from 1.71 to 1.82 ms, PERF.md session 6.)
     let mx = &a.mixing;
