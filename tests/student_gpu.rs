@@ -4,7 +4,8 @@ mod common;
 
 use common::{reference_frames, shared_model_path, Rng};
 use mlff::kernels::filter_table::{hermite, value_and_slope, TABLE_INTERVALS};
-use mlff::model::filter_table::{build, filter_with_slope, inverse_spacing};
+use mlff::model::filter_table::inverse_spacing;
+use mlff::model::student::filter::{build, filter_with_slope};
 use mlff::{Device, Model, Prediction, Structure};
 use std::sync::Arc;
 

@@ -18,8 +18,10 @@ pub fn global_id(gpu: &Gpu, n: usize, block: u32) -> Result<Vec<u32>> {
     check_block(block)?;
     let n32 = len_u32(n, "global_id")?;
     let out = gpu.zeros::<u32>(n.max(1))?;
-    let args = GlobalIdArgs { out: gpu.address(&out), n: n32 };
-    gpu.launch(k::GLOBAL_ID, grid_1d(n, block)?, &args)?;
+    let args = GlobalIdArgs { out: gpu.device_ptr(&out, n)?, n: n32 };
+    // SAFETY: the kernel writes out[i] for i < n (checked length); `out` outlives
+    // the launch (the download below waits for it).
+    unsafe { gpu.launch(k::GLOBAL_ID, grid_1d(n, block)?, &args)? };
     let mut host = gpu.download(&out)?;
     host.truncate(n);
     Ok(host)
@@ -34,8 +36,15 @@ pub fn atomic_histogram(gpu: &Gpu, values: &[f32], nbins: usize) -> Result<Vec<f
     let nb = len_u32(nbins, "atomic_histogram bins")?;
     let input = gpu.upload(values)?;
     let bins = gpu.zeros::<f32>(nbins)?;
-    let args = AtomicAddArgs { values: gpu.address(&input), bins: gpu.address(&bins), n, nbins: nb };
-    gpu.launch(k::ATOMIC_ADD, grid_1d(values.len(), 256)?, &args)?;
+    let args = AtomicAddArgs {
+        values: gpu.device_ptr(&input, values.len())?,
+        bins: gpu.device_ptr(&bins, nbins)?,
+        n,
+        nbins: nb,
+    };
+    // SAFETY: the kernel reads values[i], i < n, and adds into bins[i % nbins]
+    // (checked lengths); both buffers outlive the launch (the download waits for it).
+    unsafe { gpu.launch(k::ATOMIC_ADD, grid_1d(values.len(), 256)?, &args)? };
     gpu.download(&bins)
 }
 
@@ -80,7 +89,8 @@ pub fn shared_reverse(gpu: &Gpu, input: &[f32], block: u32) -> Result<Vec<f32>> 
 }
 
 /// Kernels of one input and one output (`OneInputArgs`), launched with `threads`
-/// threads (one an input, or fewer for kernels that read several).
+/// threads (one an input, or fewer for kernels that read several), writing `out_len`
+/// values.
 fn one_input_kernel(
     gpu: &Gpu,
     kernel: Kernel<OneInputArgs>,
@@ -95,8 +105,16 @@ fn one_input_kernel(
     let out = gpu.zeros::<f32>(out_len.max(1))?;
     let mut config = grid_1d(threads, block)?;
     config.shared_mem_bytes = block * 4;
-    let args = OneInputArgs { input: gpu.address(&device_input), out: gpu.address(&out), n, amount };
-    gpu.launch(kernel, config, &args)?;
+    let args = OneInputArgs {
+        input: gpu.device_ptr(&device_input, input.len())?,
+        out: gpu.device_ptr(&out, out_len)?,
+        n,
+        amount,
+    };
+    // SAFETY: each of these kernels reads input[i] for i < n and writes at most
+    // `out_len` outputs, the lengths checked above (the callers give each kernel's
+    // count); the buffers outlive the launch (the download waits for it).
+    unsafe { gpu.launch(kernel, config, &args)? };
     let mut host = gpu.download(&out)?;
     host.truncate(out_len);
     Ok(host)
@@ -121,8 +139,17 @@ pub fn mma(gpu: &Gpu, a: &[f32], b: &[f32], k: usize, n: usize) -> Result<Vec<f3
     let out = gpu.zeros::<f32>((TILE_ROWS * n).max(1))?;
     let shared_mem_bytes = len_u32(operand_bytes(k), "mma shared memory")?;
     let config = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes };
-    let args = MmaArgs { a: gpu.address(&device_a), b: gpu.address(&device_b), out: gpu.address(&out), k: k32, n: n32 };
-    gpu.launch(k::MMA, config, &args)?;
+    let args = MmaArgs {
+        a: gpu.device_ptr(&device_a, TILE_ROWS * k)?,
+        b: gpu.device_ptr(&device_b, fragment_len(k, n))?,
+        out: gpu.device_ptr(&out, TILE_ROWS * n)?,
+        k: k32,
+        n: n32,
+    };
+    // SAFETY: the kernel reads a (16 × k) and b (fragments of k × n) and writes out
+    // (16 × n), the lengths checked above; the buffers outlive the launch (the
+    // download waits for it).
+    unsafe { gpu.launch(k::MMA, config, &args)? };
     let mut host = gpu.download(&out)?;
     host.truncate(TILE_ROWS * n);
     Ok(host)

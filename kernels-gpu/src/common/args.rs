@@ -1,106 +1,140 @@
-//! Arguments of the model kernels, passed by value as one `#[repr(C)]` struct per
-//! launch so that host and device agree on the layout by construction. Pointers are
-//! device addresses; the host wrappers in `mlff-host` fill them from live buffers.
+//! Arguments of the model kernels every architecture shares, and the parts the
+//! architectures' own argument structs are built from. Each kernel takes one
+//! `#[repr(C)]` struct by value, so host and device agree on the layout by
+//! construction; it holds what that kernel reads and nothing else. Pointers are device
+//! addresses; the host wrappers in `mlff-host` fill them from live buffers.
 
 use crate::kernel::KernelArgs;
 use crate::neighbors::cell_list::StructureRecord;
 
-/// Model kernels (`mlff_student_*`): the state of one call, plus the weights of the
-/// block or head a launch works on.
+/// A dense layer's weights on the device (the host's `Linear`, uploaded twice).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct ModelArgs {
+pub struct DenseLayer {
+    /// `[in][out]`, for the forward pass.
+    pub weight_t: *const f32,
+    /// `[out][in]` as PyTorch stores it, for the input gradients.
+    pub weight: *const f32,
+    /// `[out]`.
+    pub bias: *const f32,
+}
+
+/// The receiver rows of the neighbour list as the edge kernels walk them (one warp
+/// per receiver and channel group), and the layout of the per-atom state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Rows {
     pub positions: *const [f32; 3],
-    pub numbers: *const u32,
     pub structure_of: *const u32,
     pub records: *const StructureRecord,
+    /// CSR row pointer (N + 1), senders and image shifts of the edges.
     pub row_ptr: *const u32,
     pub src: *const u32,
     pub shift: *const [i32; 3],
-    pub reverse: *const u32,
-    /// Block input state (s: N×H, v: N×3×H), overwritten by each block's output.
-    pub s: *mut f32,
-    pub v: *mut f32,
-    /// Post-message state of the current block.
-    pub s_mid: *mut f32,
-    pub v_mid: *mut f32,
-    /// The student's update activations of the current block, [pre | g1 | g2] (3H
-    /// floats an atom: the hidden layer before SiLU and the two gates), written by
-    /// the forward and read by the adjoint instead of recomputing them; null when the
-    /// workspace does not keep them.
-    pub update_kept: *mut f32,
-    /// ∂E/∂(s, v) of the block input/output, and of the post-message state.
-    pub gs: *mut f32,
-    pub gv: *mut f32,
-    pub gs_mid: *mut f32,
-    pub gv_mid: *mut f32,
-    pub embedding: *const f32,
-    /// This block's filter table (`filter_table` layout).
-    pub table: *const f32,
-    /// Update MLP: transposed (`[in][out]`) for the forward pass, as stored
-    /// (`[out][in]`) for the input gradients.
-    pub update_in_t: *const f32,
-    pub update_in: *const f32,
-    pub update_in_b: *const f32,
-    pub update_out_t: *const f32,
-    pub update_out: *const f32,
-    pub update_out_b: *const f32,
-    /// The same four matrices in the tensor-core fragment layout of [`crate::mma`]
-    /// (`_t_tc`: B = `[in][out]` for the forward pass, `_tc`: B = `[out][in]` for the
-    /// input gradients), or null where the kernels run on the CUDA cores.
-    pub update_in_t_tc: *const f32,
-    pub update_in_tc: *const f32,
-    pub update_out_t_tc: *const f32,
-    pub update_out_tc: *const f32,
-    /// Energy head, three layers.
-    pub head_t: [*const f32; 3],
-    pub head: [*const f32; 3],
-    pub head_b: [*const f32; 3],
-    /// Per-element reference energies `[max_z + 1]`, or null.
-    pub atomref: *const f32,
-    /// PaiNN only: the per-atom context x (3H) of the block and its adjoint.
-    pub x: *mut f32,
-    pub gx: *mut f32,
-    /// PaiNN only: `interatomic_context_net` H → H → 3H, and `mu_channel_mix`
-    /// H → 2H (no bias), transposed (`_t`) and as stored.
-    pub context_in_t: *const f32,
-    pub context_in: *const f32,
-    pub context_in_b: *const f32,
-    pub context_out_t: *const f32,
-    pub context_out: *const f32,
-    pub context_out_b: *const f32,
-    pub channel_mix_t: *const f32,
-    pub channel_mix: *const f32,
-    /// Per channel group and edge: accumulated [∂E/∂d, ∂E/∂u] over the blocks.
-    pub edge_adjoint: *mut [f32; 4],
-    /// ∂E/∂r per edge ([x, y, z, unused]): group 0 of `edge_adjoint`, which
-    /// `edge_gradients` overwrites edge by edge after reading every group's
-    /// accumulator (saves 12 bytes per edge of device memory).
-    pub edge_grad: *mut [f32; 4],
-    pub atom_energy: *mut f32,
-    pub atom_virial: *mut [f32; 9],
-    pub forces: *mut [f32; 3],
-    /// Per structure: energy, then the virial Σ r ⊗ ∂E/∂r (row-major), in f64.
-    pub structure_out: *mut f64,
-    pub mixing: [f32; 9],
     pub num_atoms: u32,
-    pub num_structures: u32,
+    /// Channels of each per-atom state row (H).
     pub hidden: u32,
-    /// Channel groups per atom in the edge kernels (one warp each).
+    /// Channel groups per atom (one warp each).
     pub groups: u32,
+    /// Edges the buffers hold: a build that found more filled nothing, and every
+    /// edge kernel then does nothing (the host grows the buffers and repeats).
     pub edge_capacity: u32,
     pub cutoff: f32,
-    pub table_inv_h: f32,
-    /// Whether ∂E/∂v of the block output is live (false after the last block).
-    pub has_gv: u32,
-    /// Whether the readout also writes ∂E/∂s.
-    pub want_gradient: u32,
-    /// ε of the unit vector r/(d + ε): 1e-8 for architecture 1, 0 for PaiNN.
+    /// ε of the unit vector r/(d + ε): 1e-8 for the student, 0 for PaiNN.
     pub unit_epsilon: f32,
+}
+
+/// A block's filter table (layout of [`crate::filter_table`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FilterTable {
+    pub table: *const f32,
+    /// Knots per Å.
+    pub inv_h: f32,
+}
+
+/// `mlff_embed`: the block-0 state s = embedding[Z], v = 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EmbedArgs {
+    pub numbers: *const u32,
+    /// `[max_z + 1][H]`.
+    pub embedding: *const f32,
+    pub s: *mut f32,
+    pub v: *mut f32,
+    pub num_atoms: u32,
+    pub hidden: u32,
+}
+
+/// The readout kernels of an energy head of `LAYERS` dense layers (SiLU between
+/// them, the last of one output), over tiles of atoms.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ReadoutArgs<const LAYERS: usize> {
+    /// The final state s (N×H).
+    pub s: *const f32,
+    pub numbers: *const u32,
+    pub head: [DenseLayer; LAYERS],
+    /// Per-element energy offsets `[max_z + 1]`, or null.
+    pub atomref: *const f32,
+    pub atom_energy: *mut f32,
+    /// ∂E/∂s, written when `want_gradient` is nonzero.
+    pub gs: *mut f32,
+    pub num_atoms: u32,
+    pub hidden: u32,
+    pub want_gradient: u32,
+}
+
+/// `mlff_edge_gradients`: ∂E/∂r of every edge from the accumulated [∂E/∂d, ∂E/∂u],
+/// and each atom's virial.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EdgeGradientArgs {
+    pub rows: Rows,
+    /// Per channel group and edge: accumulated [∂E/∂d, ∂E/∂u] over the blocks.
+    pub edge_adjoint: *mut [f32; 4],
+    /// ∂E/∂r per edge ([x, y, z, unused]): group 0 of `edge_adjoint`, which this
+    /// kernel overwrites edge by edge after reading every group's accumulator (saves
+    /// 12 bytes per edge of device memory).
+    pub edge_grad: *mut [f32; 4],
+    pub atom_virial: *mut [f32; 9],
+}
+
+/// `mlff_forces`: F_i from the edge gradients of row i and of the reverse edges.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForcesArgs {
+    pub row_ptr: *const u32,
+    pub reverse: *const u32,
+    pub edge_grad: *const [f32; 4],
+    pub forces: *mut [f32; 3],
+    pub num_atoms: u32,
+    pub edge_capacity: u32,
+}
+
+/// `mlff_structure_sums`: energy and virial of each structure, in f64.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StructureSumsArgs {
+    pub records: *const StructureRecord,
+    pub atom_energy: *const f32,
+    /// Per-atom virials, or null for energies only.
+    pub atom_virial: *const [f32; 9],
+    /// Per structure: energy, then the virial Σ r ⊗ ∂E/∂r (row-major).
+    pub structure_out: *mut f64,
+    pub num_structures: u32,
 }
 
 /// Words per structure in `structure_out`.
 pub const STRUCTURE_OUT_WORDS: usize = 10;
 
 // SAFETY: `#[repr(C)]`, plain values and device addresses only.
-unsafe impl KernelArgs for ModelArgs {}
+unsafe impl KernelArgs for EmbedArgs {}
+// SAFETY: as above.
+unsafe impl<const LAYERS: usize> KernelArgs for ReadoutArgs<LAYERS> {}
+// SAFETY: as above.
+unsafe impl KernelArgs for EdgeGradientArgs {}
+// SAFETY: as above.
+unsafe impl KernelArgs for ForcesArgs {}
+// SAFETY: as above.
+unsafe impl KernelArgs for StructureSumsArgs {}

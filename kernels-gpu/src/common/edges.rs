@@ -6,7 +6,7 @@
 //! shifts, so the neighbour list may be built with a skin (edges with d > rc are
 //! skipped).
 
-use super::args::ModelArgs;
+use super::args::{FilterTable, Rows};
 use crate::device::gpu;
 use crate::filter_table::hermite;
 use crate::geometry::{edge_vector, shift_vector};
@@ -20,7 +20,7 @@ struct LaneEdge {
 }
 
 #[inline(always)]
-unsafe fn lane_edge(a: &ModelArgs, ri: [f32; 3], cell: &[f32; 9], e: usize, valid: bool) -> LaneEdge {
+unsafe fn lane_edge(a: &Rows, ri: [f32; 3], cell: &[f32; 9], e: usize, valid: bool) -> LaneEdge {
     if !valid {
         return LaneEdge { j: 0, r: [0.0; 3], d: f32::INFINITY };
     }
@@ -42,14 +42,14 @@ fn broadcast(x: &LaneEdge, k: u32) -> LaneEdge {
 /// edge arrays are not filled, the edge passes do nothing, and the host grows the
 /// buffers and repeats the call.
 #[inline(always)]
-pub(crate) unsafe fn edges_overflowed(a: &ModelArgs) -> bool {
-    *a.row_ptr.add(a.num_atoms as usize) > a.edge_capacity
+pub(crate) unsafe fn edges_overflowed(row_ptr: *const u32, num_atoms: u32, edge_capacity: u32) -> bool {
+    *row_ptr.add(num_atoms as usize) > edge_capacity
 }
 
 /// (receiver, channel group) of this warp, or None past the last atom.
 #[inline(always)]
-pub(crate) unsafe fn warp_task(a: &ModelArgs) -> Option<(usize, usize)> {
-    if edges_overflowed(a) {
+pub(crate) unsafe fn warp_task(a: &Rows) -> Option<(usize, usize)> {
+    if edges_overflowed(a.row_ptr, a.num_atoms, a.edge_capacity) {
         return None;
     }
     let warp = gpu::global_id() / 32;
@@ -77,7 +77,7 @@ pub(crate) struct RowEdge {
 /// on the others (measured against testing each lane's edge in turn: PaiNN −4 % at
 /// 24 atoms, −7 % at 1,000; PERF.md, session 7).
 #[inline(always)]
-unsafe fn for_each_row_chunk(a: &ModelArgs, i: usize, mut visit: impl FnMut(&LaneEdge, u32, usize)) {
+unsafe fn for_each_row_chunk(a: &Rows, i: usize, mut visit: impl FnMut(&LaneEdge, u32, usize)) {
     let lane = gpu::lane_id();
     let cell = (*a.records.add(*a.structure_of.add(i) as usize)).cell;
     let ri = *a.positions.add(i);
@@ -95,20 +95,20 @@ unsafe fn for_each_row_chunk(a: &ModelArgs, i: usize, mut visit: impl FnMut(&Lan
 /// The lowest edge of `pending` (which must not be empty), broadcast to the warp,
 /// and cleared from `pending`.
 #[inline(always)]
-fn take_edge(a: &ModelArgs, mine: &LaneEdge, pending: &mut u32, chunk: usize) -> RowEdge {
+fn take_edge(a: &Rows, filter: &FilterTable, mine: &LaneEdge, pending: &mut u32, chunk: usize) -> RowEdge {
     let k = pending.trailing_zeros();
     *pending &= *pending - 1;
-    row_edge(a, mine, k, chunk)
+    row_edge(a, filter, mine, k, chunk)
 }
 
 /// Calls `visit` for each edge of receiver i within the cutoff, in row order. Lanes
 /// load the geometry of 32 edges at once, then each edge is broadcast to the warp, so
 /// `visit` runs on all lanes together (it may use warp shuffles).
 #[inline(always)]
-pub(crate) unsafe fn for_each_row_edge(a: &ModelArgs, i: usize, mut visit: impl FnMut(&RowEdge)) {
+pub(crate) unsafe fn for_each_row_edge(a: &Rows, filter: &FilterTable, i: usize, mut visit: impl FnMut(&RowEdge)) {
     for_each_row_chunk(a, i, |mine, mut pending, chunk| {
         while pending != 0 {
-            visit(&take_edge(a, mine, &mut pending, chunk));
+            visit(&take_edge(a, filter, mine, &mut pending, chunk));
         }
     });
 }
@@ -119,7 +119,8 @@ pub(crate) unsafe fn for_each_row_edge(a: &ModelArgs, i: usize, mut visit: impl 
 /// on L2 once an edge). Same edges, same order.
 #[inline(always)]
 pub(crate) unsafe fn for_each_row_edge_pipelined<L>(
-    a: &ModelArgs,
+    a: &Rows,
+    filter: &FilterTable,
     i: usize,
     load: impl Fn(&RowEdge) -> L,
     mut consume: impl FnMut(&RowEdge, L),
@@ -128,10 +129,10 @@ pub(crate) unsafe fn for_each_row_edge_pipelined<L>(
         if pending == 0 {
             return;
         }
-        let mut current = take_edge(a, mine, &mut pending, chunk);
+        let mut current = take_edge(a, filter, mine, &mut pending, chunk);
         let mut loaded = load(&current);
         while pending != 0 {
-            let following = take_edge(a, mine, &mut pending, chunk);
+            let following = take_edge(a, filter, mine, &mut pending, chunk);
             let following_loaded = load(&following);
             consume(&current, loaded);
             current = following;
@@ -146,22 +147,23 @@ pub(crate) unsafe fn for_each_row_edge_pipelined<L>(
 /// not fit (ptxas: up to 255 registers and 2 KB of stack).
 #[inline(always)]
 pub(crate) unsafe fn for_each_row_edge_loaded<L>(
-    a: &ModelArgs,
+    a: &Rows,
+    filter: &FilterTable,
     i: usize,
     pipelined: bool,
     load: impl Fn(&RowEdge) -> L,
     mut consume: impl FnMut(&RowEdge, L),
 ) {
     if pipelined {
-        for_each_row_edge_pipelined(a, i, &load, &mut consume);
+        for_each_row_edge_pipelined(a, filter, i, &load, &mut consume);
     } else {
-        for_each_row_edge(a, i, |edge| consume(edge, load(edge)));
+        for_each_row_edge(a, filter, i, |edge| consume(edge, load(edge)));
     }
 }
 
 /// Lane k's edge of `mine`, broadcast to the warp.
 #[inline(always)]
-fn row_edge(a: &ModelArgs, mine: &LaneEdge, k: u32, chunk: usize) -> RowEdge {
+fn row_edge(a: &Rows, filter: &FilterTable, mine: &LaneEdge, k: u32, chunk: usize) -> RowEdge {
     let edge = broadcast(mine, k);
     // One division an edge, not three (u within an ulp of r / (d + ε)).
     let inv_d = 1.0 / (edge.d + a.unit_epsilon);
@@ -169,17 +171,21 @@ fn row_edge(a: &ModelArgs, mine: &LaneEdge, k: u32, chunk: usize) -> RowEdge {
         index: chunk + k as usize,
         j: edge.j as usize,
         u: [edge.r[0] * inv_d, edge.r[1] * inv_d, edge.r[2] * inv_d],
-        at: hermite(edge.d, a.table_inv_h, a.hidden as usize),
+        at: hermite(edge.d, filter.inv_h, a.hidden as usize),
     }
 }
 
 /// This warp's atom (one warp per atom, lanes over its row), or None past the last
 /// atom or when the edges overflowed.
 #[inline(always)]
-pub(crate) unsafe fn warp_row(a: &ModelArgs) -> Option<(usize, core::ops::Range<usize>)> {
+pub(crate) unsafe fn warp_row(
+    row_ptr: *const u32,
+    num_atoms: u32,
+    edge_capacity: u32,
+) -> Option<(usize, core::ops::Range<usize>)> {
     let i = gpu::global_id() / 32;
-    if i >= a.num_atoms as usize || edges_overflowed(a) {
+    if i >= num_atoms as usize || edges_overflowed(row_ptr, num_atoms, edge_capacity) {
         return None;
     }
-    Some((i, *a.row_ptr.add(i) as usize..*a.row_ptr.add(i + 1) as usize))
+    Some((i, *row_ptr.add(i) as usize..*row_ptr.add(i + 1) as usize))
 }

@@ -2,7 +2,7 @@
 //! the accumulated edge adjoints (with the atom's virial), the forces, and the
 //! per-structure sums.
 
-use super::args::{ModelArgs, STRUCTURE_OUT_WORDS};
+use super::args::{EdgeGradientArgs, EmbedArgs, ForcesArgs, StructureSumsArgs, STRUCTURE_OUT_WORDS};
 use super::edges::warp_row;
 use crate::device::gpu;
 use crate::geometry::{edge_gradient, edge_vector, shift_vector};
@@ -10,7 +10,7 @@ use crate::math::fma;
 
 /// s = embedding[Z], v = 0; one thread per (atom, channel).
 #[inline(always)]
-pub unsafe fn embed(a: &ModelArgs) {
+pub unsafe fn embed(a: &EmbedArgs) {
     let h = a.hidden as usize;
     let t = gpu::global_id();
     if t >= a.num_atoms as usize * h {
@@ -22,11 +22,13 @@ pub unsafe fn embed(a: &ModelArgs) {
         *a.v.add((i * 3 + x) * h + c) = 0.0;
     }
 }
+
 /// ∂E/∂r of every edge of receiver i from its accumulated [∂E/∂d, ∂E/∂u], and the
 /// atom's share of the virial Σ r ⊗ ∂E/∂r (lane partial sums, then a warp sum).
 #[inline(always)]
-pub unsafe fn edge_gradients(a: &ModelArgs) {
-    let Some((i, row)) = warp_row(a) else { return };
+pub unsafe fn edge_gradients(args: &EdgeGradientArgs) {
+    let a = &args.rows;
+    let Some((i, row)) = warp_row(a.row_ptr, a.num_atoms, a.edge_capacity) else { return };
     let cell = (*a.records.add(*a.structure_of.add(i) as usize)).cell;
     let ri = *a.positions.add(i);
     let mut virial = [0.0f32; 9];
@@ -36,7 +38,7 @@ pub unsafe fn edge_gradients(a: &ModelArgs) {
         let (r, d) = edge_vector(ri, *a.positions.add(j), shift_vector(*a.shift.add(e), &cell));
         let mut adj = [0.0f32; 4];
         for g in 0..a.groups as usize {
-            let part = *a.edge_adjoint.add(g * a.edge_capacity as usize + e);
+            let part = *args.edge_adjoint.add(g * a.edge_capacity as usize + e);
             for q in 0..4 {
                 adj[q] += part[q];
             }
@@ -46,7 +48,7 @@ pub unsafe fn edge_gradients(a: &ModelArgs) {
         } else {
             [0.0; 3]
         };
-        *a.edge_grad.add(e) = [grad[0], grad[1], grad[2], 0.0];
+        *args.edge_grad.add(e) = [grad[0], grad[1], grad[2], 0.0];
         for x in 0..3 {
             for y in 0..3 {
                 virial[3 * x + y] = fma(r[x], grad[y], virial[3 * x + y]);
@@ -56,14 +58,14 @@ pub unsafe fn edge_gradients(a: &ModelArgs) {
     }
     let virial = virial.map(gpu::warp_reduce_sum);
     if gpu::lane_id() == 0 {
-        *a.atom_virial.add(i) = virial;
+        *args.atom_virial.add(i) = virial;
     }
 }
 
 /// F_i = Σ_{e in row i} (∂E/∂r_e − ∂E/∂r_rev(e)), since r_e = R_j − R_i.
 #[inline(always)]
-pub unsafe fn forces(a: &ModelArgs) {
-    let Some((i, row)) = warp_row(a) else { return };
+pub unsafe fn forces(a: &ForcesArgs) {
+    let Some((i, row)) = warp_row(a.row_ptr, a.num_atoms, a.edge_capacity) else { return };
     let mut f = [0.0f32; 3];
     let mut e = row.start + gpu::lane_id();
     while e < row.end {
@@ -82,7 +84,7 @@ pub unsafe fn forces(a: &ModelArgs) {
 /// One block per structure: energy and virial summed in f64, in a fixed order.
 /// Shared memory: `STRUCTURE_OUT_WORDS` f64 per thread.
 #[inline(always)]
-pub unsafe fn structure_sums(a: &ModelArgs) {
+pub unsafe fn structure_sums(a: &StructureSumsArgs) {
     let s = gpu::block_idx();
     if s >= a.num_structures as usize {
         return;

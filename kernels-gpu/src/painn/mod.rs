@@ -13,6 +13,7 @@
 //! through the context network. The filter W(d) is recomputed per edge where it is
 //! needed (K·3F multiply-adds), never stored.
 
+pub mod args;
 pub mod entries;
 #[cfg(target_arch = "nvptx64")]
 mod gpu;

@@ -8,7 +8,8 @@
 //!   a tile of TA atoms ([`crate::common::tiles`]), so each weight read from L2
 //!   serves TA atoms.
 
-use crate::common::args::ModelArgs;
+use super::args::{MessageArgs, MessageBackArgs, UpdateArgs, UpdateBackArgs};
+use crate::common::args::{DenseLayer, ReadoutArgs};
 use crate::common::edges::{for_each_row_edge_loaded, warp_task, RowEdge};
 use crate::common::tiles::{tile_dense, TileThread};
 use crate::device::gpu;
@@ -17,10 +18,10 @@ use crate::math::{fma, silu, silu_and_grad, sqrt};
 
 /// s_mid = s_i + Σ_j s_j∘φs, v_mid = v_i + Σ_j (v_j∘φv1 + u⊗φv2).
 #[inline(always)]
-pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
-    let Some((i, g)) = warp_task(a) else { return };
+pub unsafe fn message_forward<const CH: usize>(a: &MessageArgs) {
+    let Some((i, g)) = warp_task(&a.rows) else { return };
     let lane = gpu::lane_id();
-    let h = a.hidden as usize;
+    let h = a.rows.hidden as usize;
     let base = g * 32 * CH + lane;
     let mut s_acc = [0.0f32; CH];
     let mut v_acc = [[0.0f32; CH]; 3];
@@ -35,7 +36,7 @@ pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
     let load = |edge: &RowEdge| -> [([[f32; 4]; 3], [f32; 4]); CH] {
         core::array::from_fn(|m| {
             let c = base + 32 * m;
-            let phi = [0, h, 2 * h].map(|q| knots(a.table, &edge.at, q + c, h));
+            let phi = [0, h, 2 * h].map(|q| knots(a.filter.table, &edge.at, q + c, h));
             let j = edge.j;
             (
                 phi,
@@ -48,7 +49,7 @@ pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
             )
         })
     };
-    for_each_row_edge_loaded(a, i, CH <= 2, load, |edge, loaded| {
+    for_each_row_edge_loaded(&a.rows, &a.filter, i, CH <= 2, load, |edge, loaded| {
         for m in 0..CH {
             let (knots, sender) = &loaded[m];
             let [phi_s, phi_v1, phi_v2] = knots.map(|k| interpolate(&edge.at.w, &k));
@@ -71,10 +72,10 @@ pub unsafe fn message_forward<const CH: usize>(a: &ModelArgs) {
 /// into (gs, gv) (residual + what i sent, through the reverse edges, which share φ),
 /// and [∂E/∂d, ∂E/∂u] of each edge of the row added to `edge_adjoint`.
 #[inline(always)]
-pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
-    let Some((i, g)) = warp_task(a) else { return };
+pub unsafe fn message_backward<const CH: usize>(a: &MessageBackArgs) {
+    let Some((i, g)) = warp_task(&a.rows) else { return };
     let lane = gpu::lane_id();
-    let h = a.hidden as usize;
+    let h = a.rows.hidden as usize;
     let base = g * 32 * CH + lane;
     let mut gs_i = [0.0f32; CH];
     let mut gv_i = [[0.0f32; CH]; 3];
@@ -87,13 +88,13 @@ pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
     }
     let mut gs_acc = gs_i;
     let mut gv_acc = gv_i;
-    let adjoint = a.edge_adjoint.add(g * a.edge_capacity as usize);
+    let adjoint = a.edge_adjoint.add(g * a.rows.edge_capacity as usize);
     // Per channel: the knots of [φs, φv1, φv2], the sender's [gs_mid, s] and
     // [gv_mid, v] per axis.
     let load = |edge: &RowEdge| -> [([[f32; 4]; 3], [f32; 2], [[f32; 2]; 3]); CH] {
         core::array::from_fn(|m| {
             let c = base + 32 * m;
-            let phi = [0, h, 2 * h].map(|q| knots(a.table, &edge.at, q + c, h));
+            let phi = [0, h, 2 * h].map(|q| knots(a.filter.table, &edge.at, q + c, h));
             let j = edge.j;
             let v_rows = [0, 1, 2].map(|x| (j * 3 + x) * h + c);
             (
@@ -103,7 +104,7 @@ pub unsafe fn message_backward<const CH: usize>(a: &ModelArgs) {
             )
         })
     };
-    for_each_row_edge_loaded(a, i, CH <= 2, load, |edge, loaded| {
+    for_each_row_edge_loaded(&a.rows, &a.filter, i, CH <= 2, load, |edge, loaded| {
         let (u, at) = (edge.u, &edge.at);
         let mut gd = 0.0f32;
         let mut gu = [0.0f32; 3];
@@ -148,7 +149,7 @@ pub(crate) fn norm3(a: f32, b: f32, z: f32) -> f32 {
 /// v = v_mid∘g1 + (M v_mid)∘g2. Shared memory: (3 + S)·H·TA floats. The S threads
 /// of a channel write the same values.
 #[inline(always)]
-pub unsafe fn update_forward<const TA: usize>(a: &ModelArgs) {
+pub unsafe fn update_forward<const TA: usize>(a: &UpdateArgs<DenseLayer>) {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
     let input = gpu::dynamic_shared_f32();
@@ -168,21 +169,21 @@ pub unsafe fn update_forward<const TA: usize>(a: &ModelArgs) {
         *input.add(t * 2 * h + h + c) = nv;
     }
     gpu::sync_threads();
-    let pre = tile.dense::<TA>(input, 2 * h, 2 * h, a.update_in_t, h, c, *a.update_in_b.add(c));
+    let pre = tile.dense::<TA>(input, 2 * h, 2 * h, a.update_in.weight_t, h, c, *a.update_in.bias.add(c));
     for t in 0..TA {
         *hidden.add(t * h + c) = silu(pre[t]);
     }
     gpu::sync_threads();
-    let add = tile.dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, c, *a.update_out_b.add(c));
-    let g1 = tile.dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c));
-    let g2 = tile.dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c));
+    let add = tile.dense::<TA>(hidden, h, h, a.update_out.weight_t, 3 * h, c, *a.update_out.bias.add(c));
+    let g1 = tile.dense::<TA>(hidden, h, h, a.update_out.weight_t, 3 * h, h + c, *a.update_out.bias.add(h + c));
+    let g2 = tile.dense::<TA>(hidden, h, h, a.update_out.weight_t, 3 * h, 2 * h + c, *a.update_out.bias.add(2 * h + c));
     let mx = &a.mixing;
     for t in 0..TA {
         let i = first + t;
-        if i < n && !a.update_kept.is_null() {
-            keep_update(a, i, c, 0, pre[t]);
-            keep_update(a, i, c, 1, g1[t]);
-            keep_update(a, i, c, 2, g2[t]);
+        if i < n && !a.kept.is_null() {
+            keep_update(a.kept, a.hidden, i, c, 0, pre[t]);
+            keep_update(a.kept, a.hidden, i, c, 1, g1[t]);
+            keep_update(a.kept, a.hidden, i, c, 2, g2[t]);
         }
         if i < n {
             *a.s.add(i * h + c) = *a.s_mid.add(i * h + c) + add[t];
@@ -195,24 +196,25 @@ pub unsafe fn update_forward<const TA: usize>(a: &ModelArgs) {
     }
 }
 
-/// Where part `part` of [pre, g1, g2] of atom i, channel c lives in `update_kept`.
+/// Where part `part` of [pre, g1, g2] of atom i, channel c lives in the kept update
+/// activations (3H floats an atom).
 #[inline(always)]
-unsafe fn kept_slot(a: &ModelArgs, i: usize, c: usize, part: usize) -> *mut f32 {
-    a.update_kept.add((3 * i + part) * a.hidden as usize + c)
+fn kept_slot(hidden: u32, i: usize, c: usize, part: usize) -> usize {
+    (3 * i + part) * hidden as usize + c
 }
 
-/// Stores part `part` of [pre, g1, g2] of atom i, channel c into `update_kept`.
+/// Stores part `part` of [pre, g1, g2] of atom i, channel c into `kept`.
 #[inline(always)]
-pub(crate) unsafe fn keep_update(a: &ModelArgs, i: usize, c: usize, part: usize, value: f32) {
-    *kept_slot(a, i, c, part) = value;
+pub(crate) unsafe fn keep_update(kept: *mut f32, hidden: u32, i: usize, c: usize, part: usize, value: f32) {
+    *kept.add(kept_slot(hidden, i, c, part)) = value;
 }
 
-/// Part `part` of [pre, g1, g2] of atom i, channel c from `update_kept` (0 past the
-/// last atom).
+/// Part `part` of [pre, g1, g2] of atom i, channel c from `kept` (0 past the last
+/// atom).
 #[inline(always)]
-pub(crate) unsafe fn kept_update(a: &ModelArgs, i: usize, c: usize, part: usize) -> f32 {
-    if i < a.num_atoms as usize {
-        *kept_slot(a, i, c, part)
+pub(crate) unsafe fn kept_update(kept: *const f32, hidden: u32, atoms: u32, i: usize, c: usize, part: usize) -> f32 {
+    if i < atoms as usize {
+        *kept.add(kept_slot(hidden, i, c, part))
     } else {
         0.0
     }
@@ -221,7 +223,7 @@ pub(crate) unsafe fn kept_update(a: &ModelArgs, i: usize, c: usize, part: usize)
 /// Adjoint of `update_forward`: from (gs, gv) of the block output to (gs_mid, gv_mid).
 /// Shared memory: (4 + S)·H·TA floats.
 #[inline(always)]
-pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
+pub unsafe fn update_backward<const TA: usize>(a: &UpdateBackArgs<DenseLayer>) {
     let h = a.hidden as usize;
     let n = a.num_atoms as usize;
     let shared = gpu::dynamic_shared_f32();
@@ -245,12 +247,14 @@ pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
     gpu::sync_threads();
     // The hidden layer and the gates: kept by the forward, or recomputed (the same
     // products, so the same values).
-    let kept = !a.update_kept.is_null();
-    let kept_part = |part: usize| -> [f32; TA] { core::array::from_fn(|t| kept_update(a, first + t, c, part)) };
+    let kept = !a.kept.is_null();
+    let kept_part = |part: usize| -> [f32; TA] {
+        core::array::from_fn(|t| kept_update(a.kept, a.hidden, a.num_atoms, first + t, c, part))
+    };
     let pre = if kept {
         kept_part(0)
     } else {
-        tile.dense::<TA>(input, 2 * h, 2 * h, a.update_in_t, h, c, *a.update_in_b.add(c))
+        tile.dense::<TA>(input, 2 * h, 2 * h, a.update_in.weight_t, h, c, *a.update_in.bias.add(c))
     };
     let mut dsilu = [0.0f32; TA];
     for t in 0..TA {
@@ -263,8 +267,8 @@ pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
         (kept_part(1), kept_part(2))
     } else {
         (
-            tile.dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, h + c, *a.update_out_b.add(h + c)),
-            tile.dense::<TA>(hidden, h, h, a.update_out_t, 3 * h, 2 * h + c, *a.update_out_b.add(2 * h + c)),
+            tile.dense::<TA>(hidden, h, h, a.update_out.weight_t, 3 * h, h + c, *a.update_out.bias.add(h + c)),
+            tile.dense::<TA>(hidden, h, h, a.update_out.weight_t, 3 * h, 2 * h + c, *a.update_out.bias.add(2 * h + c)),
         )
     };
     gpu::sync_threads();
@@ -295,13 +299,13 @@ pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
         *g_out.add(t * 3 * h + 2 * h + c) = gg2;
     }
     gpu::sync_threads();
-    let gh = tile.dense::<TA>(g_out, 3 * h, 3 * h, a.update_out, h, c, 0.0);
+    let gh = tile.dense::<TA>(g_out, 3 * h, 3 * h, a.update_out.weight, h, c, 0.0);
     for t in 0..TA {
         *g_hidden.add(t * h + c) = gh[t] * dsilu[t];
     }
     gpu::sync_threads();
-    let gs_in = tile.dense::<TA>(g_hidden, h, h, a.update_in, 2 * h, c, 0.0);
-    let gn = tile.dense::<TA>(g_hidden, h, h, a.update_in, 2 * h, h + c, 0.0);
+    let gs_in = tile.dense::<TA>(g_hidden, h, h, a.update_in.weight, 2 * h, c, 0.0);
+    let gn = tile.dense::<TA>(g_hidden, h, h, a.update_in.weight, 2 * h, h + c, 0.0);
     for t in 0..TA {
         let i = first + t;
         if i < n {
@@ -322,7 +326,7 @@ pub unsafe fn update_backward<const TA: usize>(a: &ModelArgs) {
 /// Energy head over a tile of TA atoms (H threads), and ∂E/∂s into `gs` when asked.
 /// Shared memory: (H + 4·H/2 + 3·H/4)·TA floats.
 #[inline(always)]
-pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
+pub unsafe fn readout<const TA: usize>(a: &ReadoutArgs<3>) {
     let h = a.hidden as usize;
     let (h2, h4) = (h / 2, h / 4);
     let n = a.num_atoms as usize;
@@ -341,7 +345,7 @@ pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
     }
     gpu::sync_threads();
     if c < h2 {
-        let pre = tile_dense::<TA>(sx, h, h, a.head_t[0], h2, c, *a.head_b[0].add(c));
+        let pre = tile_dense::<TA>(sx, h, h, a.head[0].weight_t, h2, c, *a.head[0].bias.add(c));
         for t in 0..TA {
             let (y, dy) = silu_and_grad(pre[t]);
             *l1.add(t * h2 + c) = y;
@@ -350,7 +354,7 @@ pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
     }
     gpu::sync_threads();
     if c < h4 {
-        let pre = tile_dense::<TA>(l1, h2, h2, a.head_t[1], h4, c, *a.head_b[1].add(c));
+        let pre = tile_dense::<TA>(l1, h2, h2, a.head[1].weight_t, h4, c, *a.head[1].bias.add(c));
         for t in 0..TA {
             let (y, dy) = silu_and_grad(pre[t]);
             *l2.add(t * h4 + c) = y;
@@ -359,9 +363,9 @@ pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
     }
     gpu::sync_threads();
     if c < TA && first + c < n {
-        let mut e = *a.head_b[2];
+        let mut e = *a.head[2].bias;
         for k in 0..h4 {
-            e += *l2.add(c * h4 + k) * *a.head_t[2].add(k);
+            e += *l2.add(c * h4 + k) * *a.head[2].weight_t.add(k);
         }
         if !a.atomref.is_null() {
             e += *a.atomref.add(*a.numbers.add(first + c) as usize);
@@ -373,18 +377,18 @@ pub unsafe fn readout<const TA: usize>(a: &ModelArgs) {
     }
     if c < h4 {
         for t in 0..TA {
-            *g2.add(t * h4 + c) = *a.head_t[2].add(c) * *d2.add(t * h4 + c);
+            *g2.add(t * h4 + c) = *a.head[2].weight_t.add(c) * *d2.add(t * h4 + c);
         }
     }
     gpu::sync_threads();
     if c < h2 {
-        let acc = tile_dense::<TA>(g2, h4, h4, a.head[1], h2, c, 0.0);
+        let acc = tile_dense::<TA>(g2, h4, h4, a.head[1].weight, h2, c, 0.0);
         for t in 0..TA {
             *g1.add(t * h2 + c) = acc[t] * *d1.add(t * h2 + c);
         }
     }
     gpu::sync_threads();
-    let gs = tile_dense::<TA>(g1, h2, h2, a.head[0], h, c, 0.0);
+    let gs = tile_dense::<TA>(g1, h2, h2, a.head[0].weight, h, c, 0.0);
     for t in 0..TA {
         let i = first + t;
         if i < n {

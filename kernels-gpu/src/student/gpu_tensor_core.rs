@@ -6,9 +6,9 @@
 //! (`TENSOR_CORE_MIN_TILES` in the host: below that one block's latency loses to the
 //! CUDA-core tiles of 1 or 2 atoms).
 
+use super::args::{FragmentLayer, UpdateArgs, UpdateBackArgs};
 use super::gpu::{keep_update, kept_update, norm3};
 use super::tensor_core::{BLOCK_WARPS, MAX_GROUPS_PER_WARP, TILES_PER_GROUP};
-use crate::common::args::ModelArgs;
 use crate::device::gpu;
 use crate::math::{silu, silu_and_grad};
 use crate::mma::{accumulator_position, padded, warp_product, SplitPair, TILE_ROWS};
@@ -16,16 +16,15 @@ use crate::mma::{accumulator_position, padded, warp_product, SplitPair, TILE_ROW
 /// [s_mid ‖ ‖v_mid‖] of the block's 16 atoms into `x` (rows of padded(2H)), zero
 /// past the last atom.
 #[inline(always)]
-unsafe fn load_update_input(a: &ModelArgs, first: usize, x: *mut SplitPair) {
-    let (h, n) = (a.hidden as usize, a.num_atoms as usize);
+unsafe fn load_update_input(s_mid: *const f32, v_mid: *const f32, n: usize, h: usize, first: usize, x: *mut SplitPair) {
     let lda = padded(2 * h);
     let mut e = gpu::thread_idx();
     while e < TILE_ROWS * h {
         let (row, c) = (e / h, e % h);
         let i = first + row;
         let (s, norm) = if i < n {
-            let v = |x: usize| *a.v_mid.add((i * 3 + x) * h + c);
-            (*a.s_mid.add(i * h + c), norm3(v(0), v(1), v(2)))
+            let v = |x: usize| *v_mid.add((i * 3 + x) * h + c);
+            (*s_mid.add(i * h + c), norm3(v(0), v(1), v(2)))
         } else {
             (0.0, 0.0)
         };
@@ -92,16 +91,23 @@ fn tile_group(q: usize, h: usize) -> ([usize; TILES_PER_GROUP], bool) {
 /// pre = L3([s_mid ‖ ‖v_mid‖]) of the block's atoms, per tile group the warp owns.
 /// Contains barriers (before and after the product).
 #[inline(always)]
-unsafe fn update_hidden(a: &ModelArgs, first: usize, x: *mut SplitPair) -> [Group; MAX_GROUPS_PER_WARP] {
-    let h = a.hidden as usize;
-    load_update_input(a, first, x);
+unsafe fn update_hidden(
+    s_mid: *const f32,
+    v_mid: *const f32,
+    update_in: &FragmentLayer,
+    n: usize,
+    h: usize,
+    first: usize,
+    x: *mut SplitPair,
+) -> [Group; MAX_GROUPS_PER_WARP] {
+    load_update_input(s_mid, v_mid, n, h, first, x);
     gpu::sync_threads();
     let mut pre = [[[0.0f32; 4]; TILES_PER_GROUP]; MAX_GROUPS_PER_WARP];
     for q in 0..MAX_GROUPS_PER_WARP {
         let (tiles, owned) = tile_group(q, h);
         if owned {
-            pre[q] = start(a.update_in_b, tiles);
-            warp_product::<TILES_PER_GROUP, 4>(&mut pre[q], x, padded(2 * h), a.update_in_t_tc, 2 * h, tiles);
+            pre[q] = start(update_in.bias, tiles);
+            warp_product::<TILES_PER_GROUP, 4>(&mut pre[q], x, padded(2 * h), update_in.weight_t, 2 * h, tiles);
         }
     }
     // Every warp has read x: the caller may overwrite it.
@@ -112,21 +118,21 @@ unsafe fn update_hidden(a: &ModelArgs, first: usize, x: *mut SplitPair) -> [Grou
 /// Update step of 16 atoms: [a|g1|g2] = L4(SiLU(L3([s_mid ‖ ‖v_mid‖]))),
 /// s = s_mid + a, v = v_mid∘g1 + (M v_mid)∘g2.
 #[inline(always)]
-pub unsafe fn update_forward_tc(a: &ModelArgs) {
+pub unsafe fn update_forward_tc(a: &UpdateArgs<FragmentLayer>) {
     let (h, n) = (a.hidden as usize, a.num_atoms as usize);
     let first = gpu::block_idx() * TILE_ROWS;
     let shared = gpu::dynamic_shared_f32() as *mut SplitPair;
-    let pre = update_hidden(a, first, shared);
+    let pre = update_hidden(a.s_mid, a.v_mid, &a.update_in, n, h, first, shared);
     let hidden = shared;
     let lane = gpu::lane_id();
     for q in 0..MAX_GROUPS_PER_WARP {
         let (tiles, owned) = tile_group(q, h);
         if owned {
             store(&pre[q], tiles, hidden, padded(h), |y, _| SplitPair::new(silu(y)));
-            if !a.update_kept.is_null() {
+            if !a.kept.is_null() {
                 for_each_entry(tiles, |j, e, row, c| {
                     if first + row < n {
-                        keep_update(a, first + row, c, 0, pre[q][j][e]);
+                        keep_update(a.kept, a.hidden, first + row, c, 0, pre[q][j][e]);
                     }
                 });
             }
@@ -138,14 +144,14 @@ pub unsafe fn update_forward_tc(a: &ModelArgs) {
     let mut ct = gpu::warp_id();
     while ct < tiles {
         let out_tiles = [ct, ct + tiles, ct + 2 * tiles];
-        let mut acc = start(a.update_out_b, out_tiles);
-        warp_product::<3, 2>(&mut acc, hidden, padded(h), a.update_out_t_tc, h, out_tiles);
+        let mut acc = start(a.update_out.bias, out_tiles);
+        warp_product::<3, 2>(&mut acc, hidden, padded(h), a.update_out.weight_t, h, out_tiles);
         for e in 0..4 {
             let (row, col) = accumulator_position(lane, e);
             let (i, c) = (first + row, 8 * ct + col);
-            if i < n && !a.update_kept.is_null() {
-                keep_update(a, i, c, 1, acc[1][e]);
-                keep_update(a, i, c, 2, acc[2][e]);
+            if i < n && !a.kept.is_null() {
+                keep_update(a.kept, a.hidden, i, c, 1, acc[1][e]);
+                keep_update(a.kept, a.hidden, i, c, 2, acc[2][e]);
             }
             if i < n {
                 *a.s.add(i * h + c) = *a.s_mid.add(i * h + c) + acc[0][e];
@@ -163,7 +169,7 @@ pub unsafe fn update_forward_tc(a: &ModelArgs) {
 /// Adjoint of `update_forward_tc`: from (gs, gv) of the block output to
 /// (gs_mid, gv_mid) of 16 atoms.
 #[inline(always)]
-pub unsafe fn update_backward_tc(a: &ModelArgs) {
+pub unsafe fn update_backward_tc(a: &UpdateBackArgs<FragmentLayer>) {
     let (h, n) = (a.hidden as usize, a.num_atoms as usize);
     let first = gpu::block_idx() * TILE_ROWS;
     let lane = gpu::lane_id();
@@ -171,18 +177,20 @@ pub unsafe fn update_backward_tc(a: &ModelArgs) {
     let shared = gpu::dynamic_shared_f32() as *mut SplitPair;
     // The hidden layer and (below) the gates: kept by the forward, or recomputed (the
     // same products, so the same values).
-    let kept = !a.update_kept.is_null();
+    let kept = !a.kept.is_null();
     let pre = if kept {
         let mut pre = [[[0.0f32; 4]; TILES_PER_GROUP]; MAX_GROUPS_PER_WARP];
         for (q, group) in pre.iter_mut().enumerate() {
             let (tiles, owned) = tile_group(q, h);
             if owned {
-                for_each_entry(tiles, |j, e, row, c| group[j][e] = kept_update(a, first + row, c, 0));
+                for_each_entry(tiles, |j, e, row, c| {
+                    group[j][e] = kept_update(a.kept, a.hidden, a.num_atoms, first + row, c, 0)
+                });
             }
         }
         pre
     } else {
-        update_hidden(a, first, shared)
+        update_hidden(a.s_mid, a.v_mid, &a.update_in, n, h, first, shared)
     };
     let (lda_h, lda_g) = (padded(h), padded(3 * h));
     let hidden = shared;
@@ -207,12 +215,12 @@ pub unsafe fn update_backward_tc(a: &ModelArgs) {
         let mut gate = [[0.0f32; 4]; 2];
         if kept {
             for_each_entry([ct], |_, e, row, c| {
-                gate[0][e] = kept_update(a, first + row, c, 1);
-                gate[1][e] = kept_update(a, first + row, c, 2);
+                gate[0][e] = kept_update(a.kept, a.hidden, a.num_atoms, first + row, c, 1);
+                gate[1][e] = kept_update(a.kept, a.hidden, a.num_atoms, first + row, c, 2);
             });
         } else {
-            gate = start(a.update_out_b, gate_tiles);
-            warp_product::<2, 2>(&mut gate, hidden, lda_h, a.update_out_t_tc, h, gate_tiles);
+            gate = start(a.update_out.bias, gate_tiles);
+            warp_product::<2, 2>(&mut gate, hidden, lda_h, a.update_out.weight_t, h, gate_tiles);
         }
         for e in 0..4 {
             let (row, col) = accumulator_position(lane, e);
@@ -246,7 +254,7 @@ pub unsafe fn update_backward_tc(a: &ModelArgs) {
         let (group, owned) = tile_group(q, h);
         if owned {
             let mut acc: Group = [[0.0f32; 4]; TILES_PER_GROUP];
-            warp_product::<TILES_PER_GROUP, 4>(&mut acc, g_out, lda_g, a.update_out_tc, 3 * h, group);
+            warp_product::<TILES_PER_GROUP, 4>(&mut acc, g_out, lda_g, a.update_out.weight, 3 * h, group);
             store(&acc, group, hidden, lda_h, |g, at| SplitPair::new(g * *dsilu.add(at)));
         }
     }
@@ -256,7 +264,7 @@ pub unsafe fn update_backward_tc(a: &ModelArgs) {
     while ct < tiles {
         let in_tiles = [ct, ct + tiles];
         let mut acc = [[0.0f32; 4]; 2];
-        warp_product::<2, 2>(&mut acc, hidden, lda_h, a.update_in_tc, h, in_tiles);
+        warp_product::<2, 2>(&mut acc, hidden, lda_h, a.update_in.weight, h, in_tiles);
         for e in 0..4 {
             let (row, col) = accumulator_position(lane, e);
             let (i, c) = (first + row, 8 * ct + col);

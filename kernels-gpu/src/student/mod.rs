@@ -12,6 +12,7 @@
 //! same d, bit for bit), so contributions that flow to the *sender* j of an edge are
 //! gathered by j over its own row instead of scattered with atomics.
 
+pub mod args;
 pub mod entries;
 #[cfg(target_arch = "nvptx64")]
 mod gpu;

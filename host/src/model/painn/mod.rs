@@ -1,6 +1,7 @@
-//! Weights of architecture 2 (PaiNN as in SchNetPack), loaded from our safetensors
+//! Architecture 2 (PaiNN as in SchNetPack): its weights, loaded from our safetensors
 //! layout (`tools/export_student.py --painn` converts a SchNetPack state_dict) and
-//! checked against the config before any computation.
+//! checked against the config before any computation; the CPU path (`cpu.rs`), the
+//! GPU path (`gpu.rs`) and the filter W(d) the GPU tabulates (`filter.rs`).
 //!
 //! Tensor names are SchNetPack's with the `representation.` prefix dropped and the
 //! output module's `outnet` called `readout`:
@@ -10,7 +11,12 @@
 //! `readout.{0,1}.{weight,bias}`, and optionally `atomref` `[max_z + 1]`. With shared
 //! interactions only block 0 is stored.
 
-use super::student::{linear, tensor, weight_transposed, Linear};
+pub mod cpu;
+pub mod filter;
+pub(crate) mod gpu;
+
+use super::architecture::Architecture;
+use super::tensors::{linear, tensor, weight_transposed, Linear};
 use crate::error::{Error, Result};
 use mlff_kernels::painn::{PainnBlockParams, PainnRadial, PainnReadout};
 use safetensors::SafeTensors;
@@ -227,5 +233,52 @@ impl PainnWeights {
                 })
                 .sum::<usize>()
             + self.readout.iter().map(linear).sum::<usize>()
+    }
+}
+
+impl Architecture for PainnWeights {
+    const NAME: &'static str = ARCHITECTURE;
+    type Gpu = gpu::PainnGpu;
+
+    fn from_file(tensors: &SafeTensors, metadata: &std::collections::HashMap<String, String>) -> Result<Self> {
+        PainnWeights::from_safetensors(tensors, PainnConfig::from_json(super::architecture::config(metadata)?)?)
+    }
+
+    fn hidden_dim(&self) -> usize {
+        self.features()
+    }
+
+    fn num_interactions(&self) -> usize {
+        self.config.n_interactions
+    }
+
+    fn cutoff(&self) -> f32 {
+        self.config.cutoff
+    }
+
+    fn parameter_count(&self) -> usize {
+        PainnWeights::parameter_count(self)
+    }
+
+    fn check_elements(&self, numbers: &[u32], structure_of: &[u32]) -> Result<()> {
+        super::architecture::check_elements(self.config.max_z, None, numbers, structure_of)
+    }
+
+    fn evaluate_cpu(
+        &self,
+        cpu: &crate::cpu::Cpu,
+        batch: &crate::structure::Batch,
+        list: &crate::neighbors::NeighborList,
+        forces: bool,
+    ) -> super::output::BatchOutput {
+        cpu::evaluate(cpu, self, batch, list, forces)
+    }
+
+    fn gpu_bytes_per_atom(&self) -> usize {
+        gpu::PainnGpu::bytes_per_atom(self.features())
+    }
+
+    fn upload(&self, gpu: &std::sync::Arc<crate::gpu::Gpu>) -> Result<gpu::PainnGpu> {
+        gpu::PainnGpu::new(gpu, self)
     }
 }

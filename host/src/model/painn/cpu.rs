@@ -1,9 +1,9 @@
 //! PaiNN on the CPU: the kernel bodies of `kernels::painn`, run over atoms and
 //! receiver rows in parallel, for a whole batch at once.
 
-use super::cpu::{forces_from_edges, split_rows, structure_energies, BatchOutput};
-use super::painn::PainnWeights;
+use super::PainnWeights;
 use crate::cpu::Cpu;
+use crate::model::output::{forces_from_edges, split_rows, structure_energies, BatchOutput};
 use crate::neighbors::NeighborList;
 use crate::structure::Batch;
 use mlff_kernels::painn::{

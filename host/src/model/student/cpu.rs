@@ -1,8 +1,9 @@
 //! The student model on the CPU: the kernel bodies of `kernels::student`, run over
 //! atoms and receiver rows in parallel, for a whole batch at once.
 
-use super::student::StudentWeights;
+use super::StudentWeights;
 use crate::cpu::Cpu;
+use crate::model::output::{forces_from_edges, split_rows, structure_energies, BatchOutput};
 use crate::neighbors::NeighborList;
 use crate::structure::Batch;
 use mlff_kernels::student::{
@@ -11,34 +12,12 @@ use mlff_kernels::student::{
 };
 use rayon::prelude::*;
 
-/// What one evaluation returns, for the whole batch.
-pub struct BatchOutput {
-    pub atom_energies: Vec<f32>,
-    /// Σ atom energies per structure, accumulated in f64.
-    pub energies: Vec<f64>,
-    /// −∂E/∂R per atom (when asked for).
-    pub forces: Option<Vec<[f32; 3]>>,
-    /// ∂E/∂r per edge (when forces were asked for): the input of stress.
-    pub edge_grad: Option<Vec<[f32; 3]>>,
-}
-
 /// Per-block states kept for the adjoint: the block input and the post-message state.
 struct BlockStates {
     s_in: Vec<f32>,
     v_in: Vec<f32>,
     s_mid: Vec<f32>,
     v_mid: Vec<f32>,
-}
-
-/// `data` cut at the CSR row boundaries, so each row can be written by its own thread.
-pub(super) fn split_rows<'a, T>(mut data: &'a mut [T], row_ptr: &[u32]) -> Vec<&'a mut [T]> {
-    let mut rows = Vec::with_capacity(row_ptr.len().saturating_sub(1));
-    for w in row_ptr.windows(2) {
-        let (row, rest) = data.split_at_mut((w[1] - w[0]) as usize);
-        rows.push(row);
-        data = rest;
-    }
-    rows
 }
 
 pub fn evaluate(cpu: &Cpu, w: &StudentWeights, batch: &Batch, list: &NeighborList, forces: bool) -> BatchOutput {
@@ -154,26 +133,4 @@ fn evaluate_in_pool(w: &StudentWeights, batch: &Batch, list: &NeighborList, want
 
     let forces = forces_from_edges(list, &edge_grad);
     BatchOutput { atom_energies, energies, forces: Some(forces), edge_grad: Some(edge_grad) }
-}
-
-/// F_i = −∂E/∂R_i = Σ_{e in row i} (∂E/∂r_e − ∂E/∂r_rev(e)), since r_e = R_j − R_i.
-pub(super) fn forces_from_edges(list: &NeighborList, edge_grad: &[[f32; 3]]) -> Vec<[f32; 3]> {
-    (0..list.row_ptr.len().saturating_sub(1))
-        .into_par_iter()
-        .map(|i| {
-            let mut f = [0.0f32; 3];
-            for e in list.row(i) {
-                let back = &edge_grad[list.reverse[e] as usize];
-                for x in 0..3 {
-                    f[x] += edge_grad[e][x] - back[x];
-                }
-            }
-            f
-        })
-        .collect()
-}
-
-/// Σ atom energies of each structure, accumulated in f64.
-pub(super) fn structure_energies(batch: &Batch, atom_energies: &[f32]) -> Vec<f64> {
-    batch.offsets.windows(2).map(|r| atom_energies[r[0]..r[1]].iter().map(|&e| e as f64).sum()).collect()
 }

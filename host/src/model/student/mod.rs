@@ -1,6 +1,16 @@
-//! Weights of architecture 1 (`mlff_distiller.StudentForceField`), loaded from
-//! safetensors and checked against the config before any computation.
+//! Architecture 1 (`mlff_distiller.StudentForceField`): its weights, loaded from
+//! safetensors and checked against the config before any computation; the CPU path
+//! (`cpu.rs`), the GPU path (`gpu.rs`) and the filter φ(d) the GPU tabulates
+//! (`filter.rs`).
 
+pub mod cpu;
+pub mod filter;
+pub(crate) mod gpu;
+
+pub use super::architecture::check_elements;
+use super::architecture::Architecture;
+pub use super::tensors::Linear;
+use super::tensors::{linear, tensor};
 use crate::error::{Error, Result};
 use mlff_kernels::student::{InteractionParams, RadialParams, ReadoutParams};
 use safetensors::{Dtype, SafeTensors};
@@ -54,40 +64,6 @@ impl StudentConfig {
     }
 }
 
-/// A `Linear` layer with its weight stored transposed (`[in][out]`).
-#[derive(Clone, Debug)]
-pub struct Linear {
-    pub weight_t: Vec<f32>,
-    pub bias: Vec<f32>,
-}
-
-impl Linear {
-    pub fn inputs(&self) -> usize {
-        self.weight_t.len() / self.bias.len().max(1)
-    }
-
-    /// The layer restricted to output columns `range`.
-    pub fn columns(&self, range: std::ops::Range<usize>) -> Linear {
-        let outputs = self.bias.len();
-        let weight_t = (0..self.inputs())
-            .flat_map(|i| self.weight_t[i * outputs + range.start..i * outputs + range.end].iter().copied())
-            .collect();
-        Linear { weight_t, bias: self.bias[range].to_vec() }
-    }
-
-    /// The weight as PyTorch stores it, `[out][in]`.
-    pub fn weight(&self) -> Vec<f32> {
-        let (inputs, outputs) = (self.inputs(), self.bias.len());
-        let mut w = vec![0.0; inputs * outputs];
-        for i in 0..inputs {
-            for o in 0..outputs {
-                w[o * inputs + i] = self.weight_t[i * outputs + o];
-            }
-        }
-        w
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct Interaction {
     pub filter_in: Linear,
@@ -111,46 +87,6 @@ pub struct StudentWeights {
     pub atomref: Option<Vec<f32>>,
     /// The elements the model was trained on (metadata `elements`); others are refused.
     pub elements: Option<Vec<u32>>,
-}
-
-/// Reads tensor `name` as f32 and checks its shape.
-pub(crate) fn tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-    let view = st.tensor(name).map_err(|_| Error::InvalidModel(format!("missing tensor `{name}`")))?;
-    if view.shape() != shape {
-        return Err(Error::InvalidModel(format!(
-            "tensor `{name}` has shape {:?}, the config needs {shape:?}",
-            view.shape()
-        )));
-    }
-    let bytes = view.data();
-    let values: Vec<f32> = match view.dtype() {
-        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        Dtype::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(std::array::from_fn(|k| b[k])) as f32).collect(),
-        other => return Err(Error::InvalidModel(format!("tensor `{name}` is {other:?}; F32 or F64 expected"))),
-    };
-    if let Some(k) = values.iter().position(|x| !x.is_finite()) {
-        return Err(Error::InvalidModel(format!("tensor `{name}` has a non-finite value at flat index {k}")));
-    }
-    Ok(values)
-}
-
-/// PyTorch `Linear` `prefix.weight` `[out, in]` and `prefix.bias` `[out]`, transposed.
-pub(crate) fn linear(st: &SafeTensors, prefix: &str, inputs: usize, outputs: usize) -> Result<Linear> {
-    let weight_t = weight_transposed(st, &format!("{prefix}.weight"), inputs, outputs)?;
-    let bias = tensor(st, &format!("{prefix}.bias"), &[outputs])?;
-    Ok(Linear { weight_t, bias })
-}
-
-/// Tensor `name` `[out, in]`, returned transposed (`[in][out]`).
-pub(crate) fn weight_transposed(st: &SafeTensors, name: &str, inputs: usize, outputs: usize) -> Result<Vec<f32>> {
-    let w = tensor(st, name, &[outputs, inputs])?;
-    let mut weight_t = vec![0.0; inputs * outputs];
-    for o in 0..outputs {
-        for i in 0..inputs {
-            weight_t[i * outputs + o] = w[o * inputs + i];
-        }
-    }
-    Ok(weight_t)
 }
 
 impl StudentWeights {
@@ -257,31 +193,6 @@ impl StudentWeights {
     }
 }
 
-/// Checks that every atomic number is within 1..=max_z and, where the model names
-/// the elements it was trained on, among them.
-pub fn check_elements(max_z: usize, known: Option<&[u32]>, numbers: &[u32], structure_of: &[u32]) -> Result<()> {
-    let max_z = max_z as u32;
-    if let Some(atom) = numbers.iter().position(|&z| z == 0 || z > max_z) {
-        return Err(Error::InvalidInput(format!(
-            "structure {}: atomic number {} is not covered by the model's embedding (1..={max_z})",
-            structure_of[atom], numbers[atom]
-        )));
-    }
-    if let Some(known) = known {
-        if let Some(atom) = numbers.iter().position(|z| !known.contains(z)) {
-            let names: Vec<&str> = known.iter().map(|&z| crate::elements::symbol(z).unwrap_or("?")).collect();
-            return Err(Error::InvalidInput(format!(
-                "structure {}: element {} (Z = {}) was not in the model's training data ({})",
-                structure_of[atom],
-                crate::elements::symbol(numbers[atom]).unwrap_or("?"),
-                numbers[atom],
-                names.join(" ")
-            )));
-        }
-    }
-    Ok(())
-}
-
 impl StudentWeights {
     /// The weights in our safetensors layout (f32, PyTorch names and shapes), with
     /// `architecture` and `config` added to `metadata`.
@@ -330,5 +241,54 @@ impl StudentWeights {
             })
             .collect::<Result<Vec<_>>>()?;
         safetensors::serialize(views, Some(metadata)).map_err(|e| Error::InvalidModel(format!("serialising: {e}")))
+    }
+}
+
+impl Architecture for StudentWeights {
+    const NAME: &'static str = ARCHITECTURE;
+    type Gpu = gpu::StudentGpu;
+
+    fn from_file(tensors: &SafeTensors, metadata: &std::collections::HashMap<String, String>) -> Result<Self> {
+        let config = StudentConfig::from_json(super::architecture::config(metadata)?)?;
+        StudentWeights::from_safetensors(tensors, config)?.with_elements(metadata.get("elements").map(String::as_str))
+    }
+
+    fn hidden_dim(&self) -> usize {
+        self.config.hidden_dim
+    }
+
+    fn num_interactions(&self) -> usize {
+        self.config.num_interactions
+    }
+
+    fn cutoff(&self) -> f32 {
+        self.config.cutoff
+    }
+
+    fn parameter_count(&self) -> usize {
+        StudentWeights::parameter_count(self)
+    }
+
+    fn check_elements(&self, numbers: &[u32], structure_of: &[u32]) -> Result<()> {
+        StudentWeights::check_elements(self, numbers, structure_of)
+    }
+
+    fn evaluate_cpu(
+        &self,
+        cpu: &crate::cpu::Cpu,
+        batch: &crate::structure::Batch,
+        list: &crate::neighbors::NeighborList,
+        forces: bool,
+    ) -> super::output::BatchOutput {
+        cpu::evaluate(cpu, self, batch, list, forces)
+    }
+
+    fn gpu_bytes_per_atom(&self) -> usize {
+        // The kept activations depend on the batch size; `Workspace::bytes` counts them.
+        0
+    }
+
+    fn upload(&self, gpu: &std::sync::Arc<crate::gpu::Gpu>) -> Result<gpu::StudentGpu> {
+        gpu::StudentGpu::new(gpu, self)
     }
 }
