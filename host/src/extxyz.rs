@@ -73,7 +73,7 @@ struct Column {
 
 fn parse_properties(spec: &str) -> Option<Vec<Column>> {
     let parts: Vec<&str> = spec.split(':').collect();
-    if parts.len() % 3 != 0 {
+    if !parts.len().is_multiple_of(3) {
         return None;
     }
     parts

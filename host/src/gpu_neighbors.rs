@@ -45,7 +45,7 @@ pub fn structure_records(batch: &Batch) -> Vec<StructureRecord> {
 
 /// Reinterprets structure records (all fields 4 bytes wide) as words, for upload.
 fn words(records: &[StructureRecord]) -> &[u32] {
-    const _: () = assert!(size_of::<StructureRecord>() % 4 == 0 && align_of::<StructureRecord>() == 4);
+    const _: () = assert!(size_of::<StructureRecord>().is_multiple_of(4) && align_of::<StructureRecord>() == 4);
     // SAFETY: `StructureRecord` is `#[repr(C)]` with only u32/f32 fields (no padding,
     // alignment 4, checked above), so its bytes are whole initialised u32 words.
     unsafe { std::slice::from_raw_parts(records.as_ptr() as *const u32, size_of_val(records) / 4) }
@@ -146,7 +146,7 @@ impl GpuCellList {
     /// Buffers for `batch`'s shape; `skin` widens the search beyond `cutoff` for reuse
     /// across MD steps. `with_geometry` also stores [r, d] per edge.
     pub fn new(gpu: Arc<Gpu>, batch: &Batch, cutoff: f32, skin: f32, with_geometry: bool) -> Result<Self> {
-        if !(cutoff > 0.0 && cutoff.is_finite()) || !(skin >= 0.0 && skin.is_finite()) {
+        if !(cutoff > 0.0 && cutoff.is_finite() && skin >= 0.0 && skin.is_finite()) {
             return invalid_input!("cutoff {cutoff} must be positive and skin {skin} non-negative, both finite");
         }
         let n = batch.num_atoms();

@@ -7,7 +7,7 @@ use mlff_kernels::kernel::Kernel;
 use mlff_kernels::selftest::{self as k, AtomicAddArgs, GlobalIdArgs, MmaArgs, OneInputArgs};
 
 fn check_block(block: u32) -> Result<()> {
-    if block == 0 || block % 32 != 0 || block > 1024 {
+    if block == 0 || !block.is_multiple_of(32) || block > 1024 {
         return invalid_input!("block size {block} must be a multiple of 32 in 32..=1024");
     }
     Ok(())

@@ -102,7 +102,7 @@ pub struct Dynamics {
 }
 
 enum Engine {
-    Cpu(CpuState),
+    Cpu(Box<CpuState>),
     Gpu(Box<gpu::GpuDynamics>),
 }
 
@@ -148,7 +148,7 @@ impl Dynamics {
                     potential: vec![0.0; batch.num_structures()],
                 };
                 state.evaluate()?;
-                Engine::Cpu(state)
+                Engine::Cpu(Box::new(state))
             }
         };
         Ok(Dynamics { batch, masses, integrator, engine })

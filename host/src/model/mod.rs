@@ -102,7 +102,10 @@ pub struct Model {
 /// The model's weights on a GPU and the workspace of the last batch shape, made on
 /// first use and kept for the next call.
 #[derive(Clone, Default)]
-struct GpuState(Arc<Mutex<Option<(gpu::GpuWeights, Option<gpu::Workspace>)>>>);
+struct GpuState(Arc<Mutex<Option<GpuResident>>>);
+
+/// Weights on one GPU, and the workspace of the last batch shape if any.
+type GpuResident = (gpu::GpuWeights, Option<gpu::Workspace>);
 
 impl std::fmt::Debug for GpuState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

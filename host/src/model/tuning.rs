@@ -140,7 +140,7 @@ impl Tuning {
     /// atom.
     pub fn channel_groups(&self, hidden: usize, atoms: usize) -> Result<usize> {
         if let Some(g) = self.overrides.channel_groups {
-            if hidden % (32 * g) != 0 || hidden / (32 * g) > 8 {
+            if !hidden.is_multiple_of(32 * g) || hidden / (32 * g) > 8 {
                 return Err(Error::InvalidInput(format!(
                     "MLFF_CHANNEL_GROUPS={g} does not fit {hidden} channels (H must be a multiple of 32 × groups, \
                      with at most 8 channels a lane)"

@@ -83,7 +83,7 @@ fn round_to_int(x: f32) -> i32 {
 /// e^x.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    if x != x {
+    if x.is_nan() {
         return x;
     }
     if x > 88.72284 {
@@ -123,6 +123,7 @@ fn scale_by_power_of_two(p: f32, k: i32) -> f32 {
 // π/2 in three parts (Cody-Waite, as in Cephes): the first two have trailing zero bits
 // so that q·part is exact for the quadrant counts we meet.
 const PI_OVER_2_A: f32 = 1.570_312_5;
+#[allow(clippy::excessive_precision)] // this f32's exact value, to show its trailing zero bits
 const PI_OVER_2_B: f32 = 4.837_512_969_970_703e-4;
 const PI_OVER_2_C: f32 = 7.549_79e-8;
 const TWO_OVER_PI: f32 = core::f32::consts::FRAC_2_PI;
@@ -220,6 +221,45 @@ pub fn silu_and_grad(x: f32) -> (f32, f32) {
     (x * s, s * (1.0 + x * (1.0 - s)))
 }
 
+/// floor(x) for finite x (core has no `f32::floor` without std). Values beyond 2²³
+/// are already integers.
+#[inline(always)]
+pub fn floor(x: f32) -> f32 {
+    // One `cvt.rmi` on the GPU instead of a saturating conversion and its checks.
+    #[cfg(target_arch = "nvptx64")]
+    {
+        let out: f32;
+        unsafe {
+            core::arch::asm!("cvt.rmi.f32.f32 {o}, {x};", o = out(reg32) out, x = in(reg32) x,
+                             options(pure, nomem, nostack));
+        }
+        out
+    }
+    #[cfg(not(target_arch = "nvptx64"))]
+    floor_portable(x)
+}
+
+/// `floor` without the GPU instruction (the host's).
+#[inline(always)]
+#[allow(dead_code)]
+fn floor_portable(x: f32) -> f32 {
+    if !(x.abs() < 8_388_608.0) {
+        return x;
+    }
+    let t = x as i32 as f32;
+    if t > x {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
+/// ceil(x) for finite x.
+#[inline(always)]
+pub fn ceil(x: f32) -> f32 {
+    -floor(-x)
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -288,43 +328,4 @@ mod tests {
             assert!((g as f64 - fd).abs() < 1e-5, "silu'({x}) = {g}, fd {fd}");
         }
     }
-}
-
-/// floor(x) for finite x (core has no `f32::floor` without std). Values beyond 2²³
-/// are already integers.
-#[inline(always)]
-pub fn floor(x: f32) -> f32 {
-    // One `cvt.rmi` on the GPU instead of a saturating conversion and its checks.
-    #[cfg(target_arch = "nvptx64")]
-    {
-        let out: f32;
-        unsafe {
-            core::arch::asm!("cvt.rmi.f32.f32 {o}, {x};", o = out(reg32) out, x = in(reg32) x,
-                             options(pure, nomem, nostack));
-        }
-        out
-    }
-    #[cfg(not(target_arch = "nvptx64"))]
-    floor_portable(x)
-}
-
-/// `floor` without the GPU instruction (the host's).
-#[inline(always)]
-#[allow(dead_code)]
-fn floor_portable(x: f32) -> f32 {
-    if !(x.abs() < 8_388_608.0) {
-        return x;
-    }
-    let t = x as i32 as f32;
-    if t > x {
-        t - 1.0
-    } else {
-        t
-    }
-}
-
-/// ceil(x) for finite x.
-#[inline(always)]
-pub fn ceil(x: f32) -> f32 {
-    -floor(-x)
 }

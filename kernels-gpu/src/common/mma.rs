@@ -70,7 +70,11 @@ pub const fn fragment_offset(k: usize, n: usize, k_len: usize) -> usize {
 /// Writes row-major `b` (K × N) into `out` (`fragment_len` floats) in the fragment
 /// layout. False (and `out` untouched) when the shapes do not fit it.
 pub fn write_fragments(b: &[f32], k_len: usize, n_len: usize, out: &mut [f32]) -> bool {
-    if k_len % 8 != 0 || n_len % 8 != 0 || b.len() != k_len * n_len || out.len() != fragment_len(k_len, n_len) {
+    if !k_len.is_multiple_of(8)
+        || !n_len.is_multiple_of(8)
+        || b.len() != k_len * n_len
+        || out.len() != fragment_len(k_len, n_len)
+    {
         return false;
     }
     for k in 0..k_len {
@@ -283,7 +287,7 @@ mod tests {
 
     #[test]
     fn tf32_halves_are_tf32_and_sum_to_the_value() {
-        for x in [1.0f32, -3.14159265, 1.0 + f32::EPSILON, 6.02e23, -1.7e-30, 0.0, 123456.79] {
+        for x in [1.0f32, -core::f32::consts::PI, 1.0 + f32::EPSILON, 6.02e23, -1.7e-30, 0.0, 123456.79] {
             let (big, small) = tf32_split(x);
             assert_eq!(big.to_bits() & 0x1fff, 0, "{x}: big {big} keeps more than 10 mantissa bits");
             assert_eq!(small.to_bits() & 0x1fff, 0, "{x}: small {small} keeps more than 10 mantissa bits");

@@ -12,7 +12,8 @@ mod gpu;
 
 use crate::math::{cos, exp, ln, sin, sqrt};
 
-/// 1 eV/(Å·amu) in Å/fs².
+/// 1 eV/(Å·amu) in Å/fs² (the constant's digits; the compiler rounds them to f32).
+#[allow(clippy::excessive_precision)]
 pub const ACCELERATION_UNIT: f32 = 9.648_533_2e-3;
 /// Boltzmann's constant in eV/K.
 pub const BOLTZMANN: f64 = 8.617_333_262e-5;

@@ -238,6 +238,9 @@ pub unsafe fn for_each_candidate_chunk(
 }
 
 /// Sender `j` with image `shift` as seen from receiver `i`: r and d.
+///
+/// # Safety
+/// `positions` must hold atoms `i` and `j`.
 #[inline(always)]
 pub unsafe fn candidate_geometry(
     i: u32,
@@ -264,6 +267,9 @@ pub fn edge_key_less(a: (u32, [i32; 3]), b: (u32, [i32; 3])) -> bool {
 }
 
 /// Insertion sort of one row by (sender, shift): rows are short (tens of edges).
+///
+/// # Safety
+/// `src` and `shift` must hold `len` elements, written by this thread only.
 #[inline(always)]
 pub unsafe fn sort_row(src: *mut u32, shift: *mut [i32; 3], len: u32) {
     let mut k = 1;
@@ -286,6 +292,9 @@ pub unsafe fn sort_row(src: *mut u32, shift: *mut [i32; 3], len: u32) {
 }
 
 /// Index of the edge (i → j, −S) in the sorted row of j, or `u32::MAX` if absent.
+///
+/// # Safety
+/// `row_ptr` must hold atom j's row bounds and `src`, `shift` the edges within them.
 #[inline(always)]
 pub unsafe fn reverse_edge(
     i: u32,

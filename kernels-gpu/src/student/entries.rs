@@ -71,9 +71,12 @@ pub const fn message(channels: usize) -> Option<(Kernel<MessageArgs>, Kernel<Mes
     }
 }
 
+/// The CUDA-core update kernels: forward and adjoint.
+pub type UpdateKernels = (Kernel<UpdateArgs<DenseLayer>>, Kernel<UpdateBackArgs<DenseLayer>>);
+
 /// The CUDA-core update kernels (forward, adjoint) over tiles of `atoms`: 1, 2, 4, 8
 /// or 16.
-pub const fn update(atoms: usize) -> Option<(Kernel<UpdateArgs<DenseLayer>>, Kernel<UpdateBackArgs<DenseLayer>>)> {
+pub const fn update(atoms: usize) -> Option<UpdateKernels> {
     match atoms {
         1 => Some((UPDATE_T1, UPDATE_BACK_T1)),
         2 => Some((UPDATE_T2, UPDATE_BACK_T2)),

@@ -73,13 +73,13 @@ impl PainnConfig {
             mean,
         };
         let f = config.n_atom_basis;
-        if f == 0 || f % 2 != 0 || f > 4096 {
+        if f == 0 || !f.is_multiple_of(2) || f > 4096 {
             return Err(Error::InvalidModel(format!("n_atom_basis {f} must be a positive even number, at most 4096")));
         }
         if config.n_interactions == 0 || config.n_rbf == 0 || config.max_z == 0 {
             return Err(Error::InvalidModel(format!("n_interactions, n_rbf and max_z must be positive in {config:?}")));
         }
-        if !(cutoff > 0.0 && cutoff.is_finite()) || !mean.is_finite() {
+        if !(cutoff > 0.0 && cutoff.is_finite() && mean.is_finite()) {
             return Err(Error::InvalidModel(format!(
                 "cutoff {cutoff} must be positive and finite, mean {mean} finite"
             )));

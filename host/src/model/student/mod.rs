@@ -49,7 +49,7 @@ impl StudentConfig {
             max_z: int("max_z")?,
         };
         let h = config.hidden_dim;
-        if h == 0 || h % 4 != 0 || h > 4096 {
+        if h == 0 || !h.is_multiple_of(4) || h > 4096 {
             return Err(Error::InvalidModel(format!("hidden_dim {h} must be a positive multiple of 4, at most 4096")));
         }
         if config.num_interactions == 0 || config.num_rbf == 0 || config.max_z == 0 {
@@ -211,7 +211,8 @@ impl StudentWeights {
         let mut push = |name: String, shape: Vec<usize>, values: &[f32]| {
             tensors.push((name, shape, values.iter().flat_map(|x| x.to_le_bytes()).collect()));
         };
-        let push_linear = |push: &mut dyn FnMut(String, Vec<usize>, &[f32]), prefix: String, l: &Linear| {
+        type Push<'a> = dyn FnMut(String, Vec<usize>, &[f32]) + 'a;
+        let push_linear = |push: &mut Push, prefix: String, l: &Linear| {
             push(format!("{prefix}.weight"), vec![l.bias.len(), l.inputs()], &l.weight());
             push(format!("{prefix}.bias"), vec![l.bias.len()], &l.bias);
         };
