@@ -197,10 +197,10 @@ impl GpuDynamics {
         let g = self.gpu.clone();
         let ws = self.workspace.state();
         let r = &mut self.slots[slot];
-        // SAFETY (the copies below): the slot's pinned buffers belong to `self`, are
-        // sized for the batch, and are read only after `wait_for(mark)` (or a
-        // synchronisation) has seen the copies land; `self` synchronises before it
-        // drops them.
+        // SAFETY: the copies' pinned destinations are this slot's buffers, owned by
+        // `self` and sized for the batch; they are read only after `wait_for(mark)`
+        // (or a synchronisation) has seen the copies land, and `self` synchronises
+        // before it drops them.
         unsafe {
             if ws.num_atoms > 0 {
                 g.copy_to_host(&mut r.positions, &ws.cells.positions)?;

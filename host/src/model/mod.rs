@@ -2,16 +2,16 @@
 //!
 //! Each architecture of MODEL.md lives in its own folder (`student/`, `painn/`: the
 //! weights and their loading, the CPU path, the GPU path, the filter the GPU
-//! tabulates) and implements the traits of [`architecture`]; `architectures!` below
+//! tabulates) and implements the traits of `architecture`; `architectures!` below
 //! registers them. Shared by all: the tensor readers ([`tensors`]), the filter
-//! tables ([`filter_table`]), the CPU path's outputs (`output`), the GPU path's
+//! tables ([`filter_table`]), the CPU path's outputs ([`output`]), the GPU path's
 //! weights and workspaces ([`gpu`]) and launch choices ([`tuning`]).
 
 pub(crate) mod architecture;
 pub mod demo;
 pub mod filter_table;
 pub mod gpu;
-pub(crate) mod output;
+pub mod output;
 pub mod painn;
 pub mod student;
 pub mod tensors;

@@ -12,6 +12,7 @@ pub fn sqrt(x: f32) -> f32 {
     #[cfg(target_arch = "nvptx64")]
     {
         let out: f32;
+        // SAFETY: one register-to-register instruction, no memory.
         unsafe {
             core::arch::asm!("sqrt.rn.f32 {o}, {x};", o = out(reg32) out, x = in(reg32) x,
                              options(pure, nomem, nostack));
@@ -21,7 +22,7 @@ pub fn sqrt(x: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::{_mm_cvtss_f32, _mm_set_ss, _mm_sqrt_ss};
-        // SSE is part of the x86_64 baseline, so this is always available.
+        // SAFETY: SSE is part of the x86_64 baseline, so these are always available.
         unsafe { _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(x))) }
     }
     #[cfg(not(any(target_arch = "nvptx64", target_arch = "x86_64")))]
@@ -53,6 +54,7 @@ pub fn fma(a: f32, b: f32, c: f32) -> f32 {
     #[cfg(target_arch = "nvptx64")]
     {
         let out: f32;
+        // SAFETY: one register-to-register instruction, no memory.
         unsafe {
             core::arch::asm!("fma.rn.f32 {o}, {a}, {b}, {c};", o = out(reg32) out, a = in(reg32) a,
                              b = in(reg32) b, c = in(reg32) c, options(pure, nomem, nostack));
@@ -229,6 +231,7 @@ pub fn floor(x: f32) -> f32 {
     #[cfg(target_arch = "nvptx64")]
     {
         let out: f32;
+        // SAFETY: one register-to-register instruction, no memory.
         unsafe {
             core::arch::asm!("cvt.rmi.f32.f32 {o}, {x};", o = out(reg32) out, x = in(reg32) x,
                              options(pure, nomem, nostack));

@@ -153,6 +153,8 @@ mod gpu {
     /// acc += a · b for one m16n8k8 tile (TF32 operands as f32 bit patterns).
     #[inline(always)]
     fn mma(acc: &mut [f32; 4], a: &[f32; 4], b0: f32, b1: f32) {
+        // SAFETY: registers only; `mma.sync` needs all 32 lanes of the warp, which
+        // every caller (the warp products) has converged.
         unsafe {
             asm!(
                 "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {{{d0}, {d1}, {d2}, {d3}}}, {{{a0}, {a1}, {a2}, {a3}}}, {{{b0}, {b1}}}, {{{d0}, {d1}, {d2}, {d3}}};",

@@ -36,18 +36,22 @@ pub mod gpu {
 
     #[inline(always)]
     pub fn thread_idx() -> usize {
+        // SAFETY: reads a special register of this thread; no memory, no side effect.
         unsafe { nvptx::_thread_idx_x() as usize }
     }
     #[inline(always)]
     pub fn block_idx() -> usize {
+        // SAFETY: reads a special register of this thread; no memory, no side effect.
         unsafe { nvptx::_block_idx_x() as usize }
     }
     #[inline(always)]
     pub fn block_dim() -> usize {
+        // SAFETY: reads a special register of this thread; no memory, no side effect.
         unsafe { nvptx::_block_dim_x() as usize }
     }
     #[inline(always)]
     pub fn grid_dim() -> usize {
+        // SAFETY: reads a special register of this thread; no memory, no side effect.
         unsafe { nvptx::_grid_dim_x() as usize }
     }
     /// Index of this thread in the whole (1-D) grid.
@@ -67,6 +71,8 @@ pub mod gpu {
     /// Block-wide barrier; every thread of the block must reach it.
     #[inline(always)]
     pub fn sync_threads() {
+        // SAFETY: a barrier, no memory access of its own; the callers reach it from
+        // every thread of the block, as `bar.sync` needs.
         unsafe { nvptx::_syncthreads() }
     }
 
@@ -87,6 +93,8 @@ pub mod gpu {
     #[inline(always)]
     pub fn shfl_xor_f32(value: f32, mask: u32) -> f32 {
         let out: f32;
+        // SAFETY: registers only; the full-warp mask (-1) needs all 32 lanes, which the
+        // callers have converged (the function's contract).
         unsafe {
             asm!("shfl.sync.bfly.b32 {out}, {value}, {mask}, 31, -1;",
                  out = out(reg32) out, value = in(reg32) value, mask = in(reg32) mask,
@@ -125,6 +133,7 @@ pub mod gpu {
     #[inline(always)]
     pub fn shfl_idx_u32(value: u32, source: u32) -> u32 {
         let out: u32;
+        // SAFETY: registers only; the full-warp mask needs all 32 lanes (the contract).
         unsafe {
             asm!("shfl.sync.idx.b32 {out}, {value}, {source}, 31, -1;",
                  out = out(reg32) out, value = in(reg32) value, source = in(reg32) source,
@@ -142,6 +151,7 @@ pub mod gpu {
     #[inline(always)]
     pub fn shfl_up_u32(value: u32, delta: u32) -> u32 {
         let out: u32;
+        // SAFETY: registers only; the full-warp mask needs all 32 lanes (the contract).
         unsafe {
             asm!("shfl.sync.up.b32 {out}, {value}, {delta}, 0, -1;",
                  out = out(reg32) out, value = in(reg32) value, delta = in(reg32) delta,
@@ -154,6 +164,7 @@ pub mod gpu {
     #[inline(always)]
     pub fn ballot(predicate: bool) -> u32 {
         let out: u32;
+        // SAFETY: registers only; the full-warp mask needs all 32 lanes (the contract).
         unsafe {
             asm!("{{", ".reg .pred p;", "setp.ne.u32 p, {value}, 0;", "vote.sync.ballot.b32 {out}, p, -1;", "}}",
                  out = out(reg32) out, value = in(reg32) predicate as u32, options(nostack, nomem));
@@ -164,6 +175,7 @@ pub mod gpu {
     /// Warp barrier: the warp's memory writes before it are visible to its lanes after.
     #[inline(always)]
     pub fn sync_warp() {
+        // SAFETY: a warp barrier over all lanes, which the callers have converged.
         unsafe { asm!("bar.warp.sync -1;", options(nostack)) }
     }
 
@@ -198,6 +210,7 @@ pub mod gpu {
     #[inline(always)]
     pub fn shfl_down_f32(value: f32, delta: u32) -> f32 {
         let out: f32;
+        // SAFETY: registers only; the full-warp mask needs all 32 lanes (the contract).
         unsafe {
             asm!("shfl.sync.down.b32 {out}, {value}, {delta}, 31, -1;",
                  out = out(reg32) out, value = in(reg32) value, delta = in(reg32) delta,
@@ -244,6 +257,7 @@ pub mod gpu {
     #[inline(always)]
     pub fn block_scratch_f32() -> *mut f32 {
         let generic: u64;
+        // SAFETY: takes the address of the module's static shared array; no access.
         unsafe {
             asm!("mov.u64 {g}, MLFF_BLOCK_SCRATCH;", "cvta.shared.u64 {g}, {g};",
                  g = out(reg64) generic, options(nostack, nomem, pure));
@@ -255,6 +269,7 @@ pub mod gpu {
     #[inline(always)]
     pub fn dynamic_shared_f32() -> *mut f32 {
         let generic: u64;
+        // SAFETY: takes the address of the dynamic shared memory; no access.
         unsafe {
             asm!("mov.u64 {g}, MLFF_DYNAMIC_SHARED;", "cvta.shared.u64 {g}, {g};",
                  g = out(reg64) generic, options(nostack, nomem, pure));
@@ -270,9 +285,11 @@ pub mod gpu {
         let warp_sum = warp_reduce_sum(value);
         let warps = block_dim() / super::WARP_SIZE;
         if lane_id() == 0 {
+            // SAFETY: the scratch holds one float for each of the block's ≤ 32 warps.
             unsafe { *scratch.add(warp_id()) = warp_sum };
         }
         sync_threads();
+        // SAFETY: lane < warps ≤ 32, within the scratch, written before the barrier.
         let partial = if lane_id() < warps { unsafe { *scratch.add(lane_id()) } } else { 0.0 };
         let total = warp_reduce_sum(partial);
         // The scratch may be reused by the caller's next reduction.

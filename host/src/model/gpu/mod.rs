@@ -359,19 +359,21 @@ impl Workspace {
         self.enqueue_model(want_forces)?;
         self.state.enqueue_structure_sums(want_forces)?;
         let state = &self.state;
-        // SAFETY (the four copies below): the pinned buffers are owned by the
-        // workspace, sized for its shape, read only after the call synchronises, and
-        // outlive the CUDA graph the copies may be captured into.
-        if state.num_structures > 0 {
-            unsafe { gpu.copy_to_host(&mut self.structure_out_host, &state.structure_out)? };
-        }
-        if state.num_atoms > 0 {
-            unsafe { gpu.copy_to_host(&mut self.atom_energy_host, &state.atom_energy)? };
-            if want_forces {
-                unsafe { gpu.copy_to_host(&mut self.forces_host, &state.forces)? };
+        // SAFETY: the copies' pinned destinations are owned by the workspace, sized
+        // for its shape, read only after the call synchronises, and outlive the CUDA
+        // graph the copies may be captured into.
+        unsafe {
+            if state.num_structures > 0 {
+                gpu.copy_to_host(&mut self.structure_out_host, &state.structure_out)?;
             }
+            if state.num_atoms > 0 {
+                gpu.copy_to_host(&mut self.atom_energy_host, &state.atom_energy)?;
+                if want_forces {
+                    gpu.copy_to_host(&mut self.forces_host, &state.forces)?;
+                }
+            }
+            gpu.copy_to_host(&mut self.status_host, &state.cells.status)
         }
-        unsafe { gpu.copy_to_host(&mut self.status_host, &state.cells.status) }
     }
 
     /// Enqueues the neighbour search and the model at the device positions: atom
