@@ -48,7 +48,7 @@ pub unsafe fn context<const TA: usize, const SPLIT: bool>(a: &ContextArgs) {
     }
 }
 
-/// gs = gs_mid + ∂(x·gx)/∂q over a tile of TA atoms (H·S threads).
+/// gq = gq_mid + ∂(x·gx)/∂q over a tile of TA atoms (H·S threads).
 /// Shared memory: (5 + S)·H·TA floats.
 #[inline(always)]
 pub unsafe fn context_backward<const TA: usize, const SPLIT: bool>(a: &ContextBackArgs) {
@@ -131,7 +131,7 @@ pub unsafe fn message_forward<const CH: usize>(a: &MessageArgs) {
 }
 
 /// Adjoint of `message_forward` for atom i over its row: ∂E/∂x_i into `gx` and
-/// ∂E/∂μ_i of the block input into `gv` (residual + what i sent, through the reverse
+/// ∂E/∂μ_i of the block input into `gmu` (residual + what i sent, through the reverse
 /// edges, which share W and have direction −dir), and [∂E/∂d, ∂E/∂dir] of each
 /// edge of the row added to `edge_adjoint`.
 #[inline(always)]
@@ -303,7 +303,7 @@ pub unsafe fn mixing_forward<const TA: usize, const SPLIT: bool>(a: &MixingArgs)
     }
 }
 
-/// Adjoint of `mixing_forward`: from (gs, gv) of the block output to (gs_mid, gv_mid).
+/// Adjoint of `mixing_forward`: from (gq, gmu) of the block output to (gq_mid, gmu_mid).
 /// Shared memory: (6 + S)·H·TA floats.
 #[inline(always)]
 pub unsafe fn mixing_backward<const TA: usize, const SPLIT: bool>(a: &MixingBackArgs) {
