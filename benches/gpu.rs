@@ -7,6 +7,7 @@
 //!   `Model::evaluate` end to end (structures in, predictions out);
 //! - `painn/*`: the same for a PaiNN of the same width (F = 128, T = 3, K = 20);
 //! - then a report of peak device memory per atom at 10k, 100k and 1M atoms.
+//!
 //! Skips (and says why) without a GPU.
 use criterion::{BenchmarkId, Criterion, Throughput};
 use mlff::gpu::Gpu;

@@ -315,7 +315,7 @@ fn gpu_refuses_tiny_cells_and_reports_absolute_md_positions() {
     let model = mlff::default_model().unwrap();
     let tiny =
         Structure::periodic(vec![1], vec![[0.0; 3]], [[0.01, 0.0, 0.0], [0.0, 0.01, 0.0], [0.0, 0.0, 0.01]], [true; 3]);
-    let e = model.evaluate(&gpu, &[tiny.clone()]).unwrap_err().to_string();
+    let e = model.evaluate(&gpu, std::slice::from_ref(&tiny)).unwrap_err().to_string();
     assert!(e.contains("neighbours per atom"), "{e}");
     let gpu_cells = match &gpu {
         Device::Gpu(g) => {

@@ -4,7 +4,8 @@ mod common;
 
 use common::{reference_frames, shared_model_path, Rng};
 use mlff::kernels::filter_table::{hermite, value_and_slope, TABLE_INTERVALS};
-use mlff::model::filter_table::{build, filter_with_slope, inverse_spacing};
+use mlff::model::filter_table::inverse_spacing;
+use mlff::model::student::filter::{build, filter_with_slope};
 use mlff::{Device, Model, Prediction, Structure};
 use std::sync::Arc;
 
@@ -27,6 +28,8 @@ fn filter_table_matches_exact_filter() {
             let (phi, dphi) = filter_with_slope(w, t, d as f64).unwrap();
             let at = hermite(d, inverse_spacing(rc), h);
             for q in 0..3 * h {
+                // SAFETY: `table` is the whole table of H = h (`build`), `at` is for the
+                // same h and a d within [0, rc], and q < 3h: the knots read lie within.
                 let (v, s) = unsafe { value_and_slope(table.as_ptr(), &at, q, h) };
                 worst_value = worst_value.max((v as f64 - phi[q]).abs());
                 worst_slope = worst_slope.max((s as f64 - dphi[q]).abs());

@@ -1,4 +1,4 @@
-//! Neighbour search on the GPU: the cell-list kernels of `kernels::gpu_cells`,
+//! Neighbour search on the GPU: the cell-list kernels of `kernels::neighbors`,
 //! launched as count → scan → fill → sort → reverse, with every buffer sized by the
 //! real pair count (an edge capacity that grows when a build overflows it; nothing is
 //! ever dropped). The lists equal the CPU path's exactly, as sets and in order.
@@ -9,7 +9,9 @@ use crate::neighbors::NeighborList;
 use crate::structure::{inverse, plane_spacing, Batch};
 use cudarc::driver::{CudaSlice, LaunchConfig};
 use mlff_kernels::cell_list::{bin_capacity, GridRecord, StructureRecord};
-use mlff_kernels::launch_args::{status, CellArgs, ScanArgs, SCAN_BLOCK_ELEMENTS, SCAN_BLOCK_THREADS};
+use mlff_kernels::kernel::Kernel;
+use mlff_kernels::neighbors::args::{status, CellArgs, ScanArgs, SCAN_BLOCK_ELEMENTS, SCAN_BLOCK_THREADS};
+use mlff_kernels::neighbors::entries as k;
 use std::sync::Arc;
 
 /// Per-structure records of a batch, as the kernels read them.
@@ -41,10 +43,12 @@ pub fn structure_records(batch: &Batch) -> Vec<StructureRecord> {
         .collect()
 }
 
-/// Reinterprets plain 4-byte-field records as words, for upload.
-fn words<T: Copy>(records: &[T]) -> &[u32] {
-    debug_assert_eq!(std::mem::size_of::<T>() % 4, 0);
-    unsafe { std::slice::from_raw_parts(records.as_ptr() as *const u32, std::mem::size_of_val(records) / 4) }
+/// Reinterprets structure records (all fields 4 bytes wide) as words, for upload.
+fn words(records: &[StructureRecord]) -> &[u32] {
+    const _: () = assert!(size_of::<StructureRecord>().is_multiple_of(4) && align_of::<StructureRecord>() == 4);
+    // SAFETY: `StructureRecord` is `#[repr(C)]` with only u32/f32 fields (no padding,
+    // alignment 4, checked above), so its bytes are whole initialised u32 words.
+    unsafe { std::slice::from_raw_parts(records.as_ptr() as *const u32, size_of_val(records) / 4) }
 }
 
 /// Scratch of a multi-level prefix sum over `len` elements.
@@ -67,24 +71,31 @@ impl Scan {
         Ok(Scan { levels })
     }
 
-    /// In-place exclusive prefix sum of `data[..len]`.
-    fn run(&self, gpu: &Gpu, data: *mut u32) -> Result<()> {
-        self.level(gpu, 0, data)
+    /// In-place exclusive prefix sum of `data` (the length the scan was made for).
+    fn run(&self, gpu: &Gpu, data: &CudaSlice<u32>) -> Result<()> {
+        let len = self.levels[0].0;
+        self.level(gpu, 0, gpu.device_ptr(data, len)?)
     }
 
+    /// Level k of the scan over `data`, which holds the level's length (checked by
+    /// `run` for level 0; level k + 1 scans level k's block sums, sized for it).
     fn level(&self, gpu: &Gpu, k: usize, data: *mut u32) -> Result<()> {
         let (len, sums) = &self.levels[k];
-        let args = ScanArgs { data, block_sums: gpu.address(sums), len: *len as u32, pad: 0 };
         let blocks = len.div_ceil(SCAN_BLOCK_ELEMENTS).max(1);
+        let args = ScanArgs { data, block_sums: gpu.device_ptr(sums, blocks)?, len: *len as u32, pad: 0 };
         let config = LaunchConfig {
             grid_dim: (blocks as u32, 1, 1),
             block_dim: (SCAN_BLOCK_THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        gpu.launch("mlff_scan_block", config, &args)?;
+        // SAFETY: `data` holds `len` elements (see above) and `block_sums` one per
+        // block; both outlive the launch (the scan and the list own them, and a
+        // captured graph is dropped with the list's owner).
+        unsafe { gpu.launch(k::SCAN_BLOCK, config, &args)? };
         if blocks > 1 {
             self.level(gpu, k + 1, args.block_sums)?;
-            gpu.launch("mlff_scan_add", grid_1d(*len, BLOCK_THREADS)?, &args)?;
+            // SAFETY: as above.
+            unsafe { gpu.launch(k::SCAN_ADD, grid_1d(*len, BLOCK_THREADS)?, &args)? };
         }
         Ok(())
     }
@@ -117,6 +128,8 @@ pub struct GpuCellList {
     geom: Option<CudaSlice<f32>>,
     with_geometry: bool,
     pub(crate) status: CudaSlice<u32>,
+    /// Bins of all structures (the bin arrays hold one more, for the scan's total).
+    total_bins: usize,
     bin_scan: Scan,
     row_scan: Scan,
     edge_capacity: usize,
@@ -133,7 +146,7 @@ impl GpuCellList {
     /// Buffers for `batch`'s shape; `skin` widens the search beyond `cutoff` for reuse
     /// across MD steps. `with_geometry` also stores [r, d] per edge.
     pub fn new(gpu: Arc<Gpu>, batch: &Batch, cutoff: f32, skin: f32, with_geometry: bool) -> Result<Self> {
-        if !(cutoff > 0.0 && cutoff.is_finite()) || !(skin >= 0.0 && skin.is_finite()) {
+        if !(cutoff > 0.0 && cutoff.is_finite() && skin >= 0.0 && skin.is_finite()) {
             return invalid_input!("cutoff {cutoff} must be positive and skin {skin} non-negative, both finite");
         }
         // The search's size, bounded before any buffer is made (shared with the CPU search).
@@ -170,6 +183,7 @@ impl GpuCellList {
             with_geometry,
             status: gpu.zeros::<u32>(status::WORDS)?,
             bin_scan: Scan::new(&gpu, total_bins + 1)?,
+            total_bins,
             row_scan: Scan::new(&gpu, n + 1)?,
             edge_capacity: 0,
             gpu,
@@ -203,33 +217,50 @@ impl GpuCellList {
         Ok(())
     }
 
-    pub(crate) fn args(&self) -> CellArgs {
-        let g = &self.gpu;
-        CellArgs {
-            records: g.address(&self.records) as *const StructureRecord,
-            grids: g.address(&self.grids) as *mut GridRecord,
-            positions: g.address(&self.positions) as *const [f32; 3],
-            structure_of: g.address(&self.structure_of),
-            atom_home: g.address(&self.atom_home) as *mut [i32; 3],
-            wrap: g.address(&self.wrap) as *mut [i32; 3],
-            atom_bin: g.address(&self.atom_bin),
-            bin_start: g.address(&self.bin_start),
-            bin_fill: g.address(&self.bin_fill),
-            bin_atoms: g.address(&self.bin_atoms),
-            row_ptr: g.address(&self.row_ptr),
-            src: g.address(&self.src),
-            shift: g.address(&self.shift) as *mut [i32; 3],
-            reverse: g.address(&self.reverse),
-            geom: self.geom.as_ref().map_or(std::ptr::null_mut(), |b| g.address(b) as *mut [f32; 4]),
-            status: g.address(&self.status),
-            reference: g.address(&self.reference) as *mut [f32; 3],
-            num_atoms: self.num_atoms as u32,
+    /// The kernels' arguments: this list's buffers, each checked to hold what the
+    /// kernels use of it for this shape (atoms, structures, bins, edge capacity).
+    fn args(&self) -> Result<CellArgs> {
+        let (g, n, cap) = (&self.gpu, self.num_atoms, self.edge_capacity);
+        let record_words = |records: usize, size: usize| records * size / 4;
+        Ok(CellArgs {
+            records: g.device_ptr(&self.records, record_words(self.num_structures, size_of::<StructureRecord>()))?
+                as *const StructureRecord,
+            grids: g.device_ptr(&self.grids, record_words(self.num_structures, size_of::<GridRecord>()))?
+                as *mut GridRecord,
+            positions: g.device_ptr(&self.positions, 3 * n)? as *const [f32; 3],
+            structure_of: g.device_ptr(&self.structure_of, n)?,
+            atom_home: g.device_ptr(&self.atom_home, 3 * n)? as *mut [i32; 3],
+            wrap: g.device_ptr(&self.wrap, 3 * n)? as *mut [i32; 3],
+            atom_bin: g.device_ptr(&self.atom_bin, n)?,
+            bin_start: g.device_ptr(&self.bin_start, self.total_bins + 1)?,
+            bin_fill: g.device_ptr(&self.bin_fill, self.total_bins + 1)?,
+            bin_atoms: g.device_ptr(&self.bin_atoms, n)?,
+            row_ptr: g.device_ptr(&self.row_ptr, n + 1)?,
+            src: g.device_ptr(&self.src, cap)?,
+            shift: g.device_ptr(&self.shift, 3 * cap)? as *mut [i32; 3],
+            reverse: g.device_ptr(&self.reverse, cap)?,
+            geom: match &self.geom {
+                Some(b) => g.device_ptr(b, 4 * cap)? as *mut [f32; 4],
+                None => std::ptr::null_mut(),
+            },
+            status: g.device_ptr(&self.status, status::WORDS)?,
+            reference: g.device_ptr(&self.reference, 3 * n)? as *mut [f32; 3],
+            num_atoms: n as u32,
             num_structures: self.num_structures as u32,
-            edge_capacity: self.edge_capacity as u32,
+            edge_capacity: cap as u32,
             cutoff: self.search_radius(),
             half_skin_sq: 0.25 * self.skin * self.skin,
             pad: 0,
-        }
+        })
+    }
+
+    /// Launches one of the neighbour-search kernels.
+    fn launch(&self, kernel: Kernel<CellArgs>, config: LaunchConfig, args: &CellArgs) -> Result<()> {
+        // SAFETY: `args` comes from `Self::args`, which takes every address from this
+        // list's own buffers after checking each holds what the kernels use for this
+        // shape. The buffers are freed in stream order after the launch (one stream),
+        // and a workspace that captures these launches into a CUDA graph owns the list.
+        unsafe { self.gpu.launch(kernel, config, args) }
     }
 
     /// Enqueues a full build from the current positions (no synchronisation): bins,
@@ -239,7 +270,7 @@ impl GpuCellList {
         gpu.clear(&mut self.bin_start)?;
         gpu.clear(&mut self.bin_fill)?;
         gpu.clear(&mut self.status)?;
-        let args = self.args();
+        let args = self.args()?;
         let atoms = grid_1d(self.num_atoms, BLOCK_THREADS)?;
         if self.num_structures > 0 {
             let per_structure = LaunchConfig {
@@ -247,13 +278,13 @@ impl GpuCellList {
                 block_dim: (256, 1, 1),
                 shared_mem_bytes: 0,
             };
-            gpu.launch("mlff_cells_grid", per_structure, &args)?;
+            self.launch(k::GRID, per_structure, &args)?;
         }
-        gpu.launch("mlff_cells_bin", atoms, &args)?;
-        self.bin_scan.run(&gpu, args.bin_start)?;
-        gpu.launch("mlff_cells_scatter", atoms, &args)?;
-        gpu.launch("mlff_cells_count", warp_per_atom(self.num_atoms)?, &args)?;
-        self.row_scan.run(&gpu, args.row_ptr)?;
+        self.launch(k::BIN, atoms, &args)?;
+        self.bin_scan.run(&gpu, &self.bin_start)?;
+        self.launch(k::SCATTER, atoms, &args)?;
+        self.launch(k::COUNT, warp_per_atom(self.num_atoms)?, &args)?;
+        self.row_scan.run(&gpu, &self.row_ptr)?;
         self.enqueue_fill()?;
         gpu.stream()
             .memcpy_dtod(&self.positions, &mut self.reference)
@@ -263,10 +294,10 @@ impl GpuCellList {
 
     /// Enqueues the fill, sort and reverse passes (after counts and row pointers).
     fn enqueue_fill(&self) -> Result<()> {
-        let args = self.args();
+        let args = self.args()?;
         let rows = warp_per_atom(self.num_atoms)?;
-        self.gpu.launch("mlff_cells_fill", rows, &args)?;
-        self.gpu.launch("mlff_cells_reverse", rows, &args)
+        self.launch(k::FILL, rows, &args)?;
+        self.launch(k::REVERSE, rows, &args)
     }
 
     /// Edges the last build found (`row_ptr[N]`; synchronises, copies one word).
@@ -328,8 +359,8 @@ impl GpuCellList {
     /// Enqueues the O(N²) pair count (no images) that the cell list replaces: the
     /// benches' scaling contrast. Counts land in the row-pointer buffer.
     pub fn enqueue_brute_force_count(&self) -> Result<()> {
-        let args = self.args();
-        self.gpu.launch("mlff_cells_brute_force_count", grid_1d(self.num_atoms, BLOCK_THREADS)?, &args)
+        let args = self.args()?;
+        self.launch(k::BRUTE_FORCE_COUNT, grid_1d(self.num_atoms, BLOCK_THREADS)?, &args)
     }
 
     /// Replaces the positions (N×3) without rebuilding.
@@ -339,18 +370,18 @@ impl GpuCellList {
         }
         let flat: Vec<f32> = positions.iter().flatten().copied().collect();
         let gpu = self.gpu.clone();
-        gpu.copy_to_device(&mut self.positions, &flat)?;
-        // `flat` is pageable host memory: the copy must be done before it is freed.
+        // SAFETY: `flat` lives to the end of this function, after the synchronisation
+        // that waits for the copy.
+        unsafe { gpu.copy_to_device(&mut self.positions, &flat)? };
         gpu.synchronize()
     }
 
     /// Whether any atom moved more than skin/2 since the last build (a GPU-side
     /// check; only one status word comes back).
     pub fn moved_beyond_skin(&mut self) -> Result<bool> {
-        let gpu = self.gpu.clone();
-        let args = self.args();
-        gpu.launch("mlff_cells_moved", grid_1d(self.num_atoms, BLOCK_THREADS)?, &args)?;
-        let words = gpu.download(&self.status)?;
+        let args = self.args()?;
+        self.launch(k::MOVED, grid_1d(self.num_atoms, BLOCK_THREADS)?, &args)?;
+        let words = self.gpu.download(&self.status)?;
         Ok(words[status::MOVED] != 0)
     }
 

@@ -282,6 +282,9 @@ fn build_grid(frac: &[[f64; 3]], cell: Option<&[[f64; 3]; 3]>, pbc: [bool; 3], c
     Grid { axes, wrap, bin_of, bin_start, bin_atoms }
 }
 
+/// One edge of a row: sender, image shift, [r, d].
+type RowEntry = (u32, [i32; 3], [f32; 4]);
+
 /// Candidate edges of one receiver, checked against the canonical edge vector.
 #[allow(clippy::too_many_arguments)]
 fn row_of(
@@ -293,7 +296,7 @@ fn row_of(
     offset: usize,
     structure: usize,
     budget: &EdgeBudget,
-) -> Result<Vec<(u32, [i32; 3], [f32; 4])>> {
+) -> Result<Vec<RowEntry>> {
     let axes = &grid.axes;
     let mut row = Vec::new();
     let home = grid.bin_of[i];
@@ -351,7 +354,7 @@ fn row_of(
         }
     }
     budget.take(row.len())?;
-    row.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    row.sort_unstable_by_key(|e| (e.0, e.1));
     Ok(row)
 }
 
@@ -405,7 +408,7 @@ pub fn neighbor_list(batch: &Batch, cutoff: f32) -> Result<NeighborList> {
     let budget = EdgeBudget::default();
     let bin_cutoff = binning_cutoff(cutoff);
     // Rows of every atom, structure by structure (each parallel over its atoms).
-    let mut rows: Vec<Vec<(u32, [i32; 3], [f32; 4])>> = Vec::with_capacity(batch.num_atoms());
+    let mut rows: Vec<Vec<RowEntry>> = Vec::with_capacity(batch.num_atoms());
     for s in 0..batch.num_structures() {
         let range = batch.offsets[s]..batch.offsets[s + 1];
         let positions = &batch.positions[range.clone()];

@@ -1,12 +1,13 @@
 //! Launchers for the device-layer self-test kernels (`kernels::selftest`): the GPU
 //! half of the checks that every device primitive agrees with its host equivalent.
 
-use crate::error::{invalid_input, Error, Result};
+use crate::error::{invalid_input, Result};
 use crate::gpu::{grid_1d, len_u32, Gpu};
-use cudarc::driver::PushKernelArg;
+use mlff_kernels::kernel::Kernel;
+use mlff_kernels::selftest::{self as k, AtomicAddArgs, GlobalIdArgs, MmaArgs, OneInputArgs};
 
 fn check_block(block: u32) -> Result<()> {
-    if block == 0 || block % 32 != 0 || block > 1024 {
+    if block == 0 || !block.is_multiple_of(32) || block > 1024 {
         return invalid_input!("block size {block} must be a multiple of 32 in 32..=1024");
     }
     Ok(())
@@ -16,11 +17,11 @@ fn check_block(block: u32) -> Result<()> {
 pub fn global_id(gpu: &Gpu, n: usize, block: u32) -> Result<Vec<u32>> {
     check_block(block)?;
     let n32 = len_u32(n, "global_id")?;
-    let mut out = gpu.zeros::<u32>(n.max(1))?;
-    let f = gpu.function("mlff_selftest_global_id")?;
-    let mut launch = gpu.stream().launch_builder(&f);
-    launch.arg(&mut out).arg(&n32);
-    unsafe { launch.launch(grid_1d(n, block)?) }.map_err(Error::cuda("launching mlff_selftest_global_id"))?;
+    let out = gpu.zeros::<u32>(n.max(1))?;
+    let args = GlobalIdArgs { out: gpu.device_ptr(&out, n)?, n: n32 };
+    // SAFETY: the kernel writes out[i] for i < n (checked length); `out` outlives
+    // the launch (the download below waits for it).
+    unsafe { gpu.launch(k::GLOBAL_ID, grid_1d(n, block)?, &args)? };
     let mut host = gpu.download(&out)?;
     host.truncate(n);
     Ok(host)
@@ -34,11 +35,16 @@ pub fn atomic_histogram(gpu: &Gpu, values: &[f32], nbins: usize) -> Result<Vec<f
     let n = len_u32(values.len(), "atomic_histogram values")?;
     let nb = len_u32(nbins, "atomic_histogram bins")?;
     let input = gpu.upload(values)?;
-    let mut bins = gpu.zeros::<f32>(nbins)?;
-    let f = gpu.function("mlff_selftest_atomic_add")?;
-    let mut launch = gpu.stream().launch_builder(&f);
-    launch.arg(&input).arg(&n).arg(&mut bins).arg(&nb);
-    unsafe { launch.launch(grid_1d(values.len(), 256)?) }.map_err(Error::cuda("launching mlff_selftest_atomic_add"))?;
+    let bins = gpu.zeros::<f32>(nbins)?;
+    let args = AtomicAddArgs {
+        values: gpu.device_ptr(&input, values.len())?,
+        bins: gpu.device_ptr(&bins, nbins)?,
+        n,
+        nbins: nb,
+    };
+    // SAFETY: the kernel reads values[i], i < n, and adds into bins[i % nbins]
+    // (checked lengths); both buffers outlive the launch (the download waits for it).
+    unsafe { gpu.launch(k::ATOMIC_ADD, grid_1d(values.len(), 256)?, &args)? };
     gpu.download(&bins)
 }
 
@@ -51,69 +57,64 @@ pub enum Shuffle {
 
 /// Each lane's value after the shuffle (lanes past the input read 0).
 pub fn shuffle(gpu: &Gpu, input: &[f32], kind: Shuffle) -> Result<Vec<f32>> {
-    let (name, amount) = match kind {
-        Shuffle::Xor(mask) if mask < 32 => ("mlff_selftest_shfl_xor", mask),
-        Shuffle::Down(delta) if delta < 32 => ("mlff_selftest_shfl_down", delta),
+    let (kernel, amount) = match kind {
+        Shuffle::Xor(mask) if mask < 32 => (k::SHFL_XOR, mask),
+        Shuffle::Down(delta) if delta < 32 => (k::SHFL_DOWN, delta),
         other => return invalid_input!("shuffle amount in {other:?} must be below 32"),
     };
-    one_input_kernel(gpu, name, input, input.len(), input.len(), 128, amount)
+    one_input_kernel(gpu, kernel, input, input.len(), input.len(), 128, amount)
 }
 
 /// One sum per 32 consecutive inputs.
 pub fn warp_reduce(gpu: &Gpu, input: &[f32]) -> Result<Vec<f32>> {
-    one_input_kernel(gpu, "mlff_selftest_warp_reduce", input, input.len(), input.len().div_ceil(32), 128, None)
+    one_input_kernel(gpu, k::WARP_REDUCE, input, input.len(), input.len().div_ceil(32), 128, 0)
 }
 
 /// Four sums per warp (`warp_reduce_sum4`): thread i's values are input[4i..4i + 4].
 pub fn warp_reduce4(gpu: &Gpu, input: &[f32]) -> Result<Vec<f32>> {
     let threads = input.len().div_ceil(4);
-    one_input_kernel(gpu, "mlff_selftest_warp_reduce4", input, threads, 4 * threads.div_ceil(32), 128, None)
+    one_input_kernel(gpu, k::WARP_REDUCE4, input, threads, 4 * threads.div_ceil(32), 128, 0)
 }
 
 /// One sum per `block` consecutive inputs, through static shared memory and barriers.
 pub fn block_reduce(gpu: &Gpu, input: &[f32], block: u32) -> Result<Vec<f32>> {
     check_block(block)?;
-    one_input_kernel(
-        gpu,
-        "mlff_selftest_block_reduce",
-        input,
-        input.len(),
-        input.len().div_ceil(block as usize),
-        block,
-        None,
-    )
+    one_input_kernel(gpu, k::BLOCK_REDUCE, input, input.len(), input.len().div_ceil(block as usize), block, 0)
 }
 
 /// Each block's chunk reversed through dynamic shared memory.
 pub fn shared_reverse(gpu: &Gpu, input: &[f32], block: u32) -> Result<Vec<f32>> {
     check_block(block)?;
-    one_input_kernel(gpu, "mlff_selftest_shared_reverse", input, input.len(), input.len(), block, None)
+    one_input_kernel(gpu, k::SHARED_REVERSE, input, input.len(), input.len(), block, 0)
 }
 
-/// Kernels of the form `(input, n, out[, amount])`, launched with `threads` threads
-/// (one an input, or fewer for kernels that read several).
+/// Kernels of one input and one output (`OneInputArgs`), launched with `threads`
+/// threads (one an input, or fewer for kernels that read several), writing `out_len`
+/// values.
 fn one_input_kernel(
     gpu: &Gpu,
-    name: &'static str,
+    kernel: Kernel<OneInputArgs>,
     input: &[f32],
     threads: usize,
     out_len: usize,
     block: u32,
-    amount: impl Into<Option<u32>>,
+    amount: u32,
 ) -> Result<Vec<f32>> {
-    let n = len_u32(input.len(), name)?;
+    let n = len_u32(input.len(), kernel.name())?;
     let device_input = gpu.upload(input)?;
-    let mut out = gpu.zeros::<f32>(out_len.max(1))?;
-    let f = gpu.function(name)?;
+    let out = gpu.zeros::<f32>(out_len.max(1))?;
     let mut config = grid_1d(threads, block)?;
     config.shared_mem_bytes = block * 4;
-    let amount = amount.into();
-    let mut launch = gpu.stream().launch_builder(&f);
-    launch.arg(&device_input).arg(&n).arg(&mut out);
-    if let Some(amount) = amount.as_ref() {
-        launch.arg(amount);
-    }
-    unsafe { launch.launch(config) }.map_err(Error::cuda(format!("launching {name}")))?;
+    let args = OneInputArgs {
+        input: gpu.device_ptr(&device_input, input.len())?,
+        out: gpu.device_ptr(&out, out_len)?,
+        n,
+        amount,
+    };
+    // SAFETY: each of these kernels reads input[i] for i < n and writes at most
+    // `out_len` outputs, the lengths checked above (the callers give each kernel's
+    // count); the buffers outlive the launch (the download waits for it).
+    unsafe { gpu.launch(kernel, config, &args)? };
     let mut host = gpu.download(&out)?;
     host.truncate(out_len);
     Ok(host)
@@ -135,14 +136,20 @@ pub fn mma(gpu: &Gpu, a: &[f32], b: &[f32], k: usize, n: usize) -> Result<Vec<f3
     }
     let (k32, n32) = (len_u32(k, "mma k")?, len_u32(n, "mma n")?);
     let (device_a, device_b) = (gpu.upload(a)?, gpu.upload(&fragments)?);
-    let mut out = gpu.zeros::<f32>((TILE_ROWS * n).max(1))?;
-    let f = gpu.function("mlff_selftest_mma")?;
+    let out = gpu.zeros::<f32>((TILE_ROWS * n).max(1))?;
     let shared_mem_bytes = len_u32(operand_bytes(k), "mma shared memory")?;
-    crate::gpu::allow_shared_memory(&f, "mlff_selftest_mma", shared_mem_bytes)?;
     let config = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes };
-    let mut launch = gpu.stream().launch_builder(&f);
-    launch.arg(&device_a).arg(&k32).arg(&device_b).arg(&n32).arg(&mut out);
-    unsafe { launch.launch(config) }.map_err(Error::cuda("launching mlff_selftest_mma"))?;
+    let args = MmaArgs {
+        a: gpu.device_ptr(&device_a, TILE_ROWS * k)?,
+        b: gpu.device_ptr(&device_b, fragment_len(k, n))?,
+        out: gpu.device_ptr(&out, TILE_ROWS * n)?,
+        k: k32,
+        n: n32,
+    };
+    // SAFETY: the kernel reads a (16 × k) and b (fragments of k × n) and writes out
+    // (16 × n), the lengths checked above; the buffers outlive the launch (the
+    // download waits for it).
+    unsafe { gpu.launch(k::MMA, config, &args)? };
     let mut host = gpu.download(&out)?;
     host.truncate(TILE_ROWS * n);
     Ok(host)

@@ -67,7 +67,7 @@ impl Structure {
                     return invalid_input!("structure {index}: the cell {cell:?} has non-finite entries");
                 }
                 let volume = determinant(cell).abs();
-                let scale: f64 = cell.iter().map(|row| norm(row)).product();
+                let scale: f64 = cell.iter().map(norm).product();
                 if !(volume > 1e-9 * scale.max(1e-300)) {
                     return invalid_input!("structure {index}: the cell {cell:?} is singular (volume {volume:.3e} Å³)");
                 }

@@ -104,7 +104,11 @@ impl FusedDynamics {
         args.steps = chunk;
         let config = LaunchConfig { grid_dim: (s as u32, 1, 1), block_dim: (self.threads, 1, 1), shared_mem_bytes: 0 };
         let kernel = if steps == 0 { fused::EVALUATE } else { fused::MD };
-        g.launch(kernel, config, &args)?;
+        // SAFETY: every address is one of this engine's buffers, sized for the batch it
+        // was made for (per-atom arrays for its atoms, per-structure arrays for its
+        // structures, the scratch for every structure's layout at its offset), alive
+        // for the engine's life; the fault check below synchronises.
+        unsafe { g.launch(kernel, config, &args)? };
         let faults = g.download(&self.faults)?;
         if let Some(structure) = faults.iter().take(s).position(|&f| f != 0) {
             let fault_step = if steps == 0 { self.step } else { g.download(&self.fault_steps)?[structure] };

@@ -13,8 +13,12 @@ use crate::model::Model;
 use crate::structure::Batch;
 use cudarc::driver::{CudaEvent, CudaGraph, CudaSlice, LaunchConfig};
 use mlff_kernels::cell_list::StructureRecord;
-use mlff_kernels::launch_args::{md_clock, md_status, status, MdArgs, STRUCTURE_OUT_WORDS};
+use mlff_kernels::common::args::STRUCTURE_OUT_WORDS;
+use mlff_kernels::kernel::Kernel;
+use mlff_kernels::md::args::{md_clock, md_status, MdArgs};
+use mlff_kernels::md::entries as k;
 use mlff_kernels::md::Integrator;
+use mlff_kernels::neighbors::args::status;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -47,13 +51,13 @@ impl ReportSlot {
 
 /// Reads a flat N×3 array as N points.
 fn points(flat: &[f32]) -> &[[f32; 3]] {
-    // [f32; 3] has f32's alignment and no padding.
+    // SAFETY: [f32; 3] has f32's alignment and no padding, and `flat.len() / 3`
+    // points lie within `flat`.
     unsafe { std::slice::from_raw_parts(flat.as_ptr() as *const [f32; 3], flat.len() / 3) }
 }
 
 pub(super) struct GpuDynamics {
     gpu: Arc<Gpu>,
-    weights: GpuWeights,
     workspace: Workspace,
     velocities: CudaSlice<f32>,
     masses: CudaSlice<f32>,
@@ -83,10 +87,10 @@ impl GpuDynamics {
         // The first forces; this also grows the edge buffers to the start's needs.
         workspace.run(&weights, &batch.positions, true, batch)?;
         // Headroom, so that a denser moment of the trajectory rarely has to replay.
-        let edges = workspace.cells.num_edges()?;
+        let edges = workspace.state().cells.num_edges()?;
         let wanted = edges + edges / 4 + 256;
         if workspace.edge_capacity() < wanted {
-            workspace.grow_edges(&weights, wanted)?;
+            workspace.grow_edges(wanted)?;
         }
         let masses_dev = gpu.upload(if masses.is_empty() { &[1.0f32][..] } else { masses })?;
         Ok(GpuDynamics {
@@ -101,63 +105,78 @@ impl GpuDynamics {
             slots: [ReportSlot::new(n, s)?, ReportSlot::new(n, s)?],
             potential: vec![0.0; s],
             kinetic_host: vec![0.0; s],
-            weights,
             workspace,
             gpu,
         })
     }
 
-    fn args(&self) -> MdArgs {
+    /// The MD kernels' arguments: the state's buffers, each checked to hold what the
+    /// kernels use of it for this batch.
+    fn args(&self) -> Result<MdArgs> {
         let g = &self.gpu;
-        let ws = &self.workspace;
-        MdArgs {
-            positions: g.address(&ws.cells.positions) as *mut [f32; 3],
-            velocities: g.address(&self.velocities) as *mut [f32; 3],
-            forces: g.address(&ws.forces) as *mut [f32; 3],
-            masses: g.address(&self.masses),
-            records: g.address(&ws.cells.records) as *const StructureRecord,
-            saved: g.address(&self.saved) as *mut [f32; 9],
-            clock: g.address(&self.clock),
-            md_status: g.address(&self.md_status),
-            cell_status: g.address(&ws.cells.status),
-            kinetic: g.address(&self.kinetic),
+        let ws = self.workspace.state();
+        let (n, s) = (ws.num_atoms, self.potential.len());
+        Ok(MdArgs {
+            positions: g.device_ptr(&ws.cells.positions, 3 * n)? as *mut [f32; 3],
+            velocities: g.device_ptr(&self.velocities, 3 * n)? as *mut [f32; 3],
+            forces: g.device_ptr(&ws.forces, 3 * n)? as *mut [f32; 3],
+            masses: g.device_ptr(&self.masses, n)?,
+            records: g.device_ptr(&ws.cells.records, s * size_of::<StructureRecord>() / 4)? as *const StructureRecord,
+            saved: g.device_ptr(&self.saved, 9 * n)? as *mut [f32; 9],
+            clock: g.device_ptr(&self.clock, md_clock::WORDS)?,
+            md_status: g.device_ptr(&self.md_status, md_status::WORDS)?,
+            cell_status: g.device_ptr(&ws.cells.status, status::WORDS)?,
+            kinetic: g.device_ptr(&self.kinetic, s)?,
             integrator: self.integrator,
-            num_atoms: ws.cells.num_atoms() as u32,
-            num_structures: self.potential.len() as u32,
-        }
+            num_atoms: n as u32,
+            num_structures: s as u32,
+        })
+    }
+
+    /// Launches one of the MD kernels.
+    fn launch(&self, kernel: Kernel<MdArgs>, config: LaunchConfig, args: &MdArgs) -> Result<()> {
+        // SAFETY: `args` comes from `Self::args`: this state's and its workspace's
+        // buffers, each checked to hold what the kernels use. They live as long as
+        // `self`, which owns the CUDA graphs these launches are captured into and
+        // synchronises before it is dropped.
+        unsafe { self.gpu.launch(kernel, config, args) }
     }
 
     pub(super) fn set_velocities(&mut self, v: &[[f32; 3]]) -> Result<()> {
+        if v.len() != self.workspace.state().num_atoms {
+            return invalid_input!("{} velocities for {} atoms", v.len(), self.workspace.state().num_atoms);
+        }
         let flat: Vec<f32> = v.iter().flatten().copied().collect();
-        self.gpu.copy_to_device(&mut self.velocities, &flat)?;
-        // `flat` is pageable memory: the copy must be done before it is dropped.
+        // SAFETY: `flat` lives to the end of this function, after the synchronisation
+        // that waits for the copy.
+        unsafe { self.gpu.copy_to_device(&mut self.velocities, &flat)? };
         self.gpu.synchronize()
     }
 
     fn atoms_config(&self) -> Result<LaunchConfig> {
-        grid_1d(self.workspace.cells.num_atoms(), BLOCK_THREADS)
+        grid_1d(self.workspace.state().num_atoms, BLOCK_THREADS)
     }
 
     fn enqueue_energies(&self) -> Result<()> {
-        self.workspace.enqueue_structure_sums(&self.weights, true)?;
+        self.workspace.state().enqueue_structure_sums(true)?;
         let structures = self.potential.len();
         if structures == 0 {
             return Ok(());
         }
         let per_structure =
             LaunchConfig { grid_dim: (structures as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 256 * 8 };
-        self.gpu.launch("mlff_md_kinetic", per_structure, &self.args())
+        self.launch(k::KINETIC, per_structure, &self.args()?)
     }
 
     /// Enqueues `steps` steps, starting with a save of the state to return to.
     fn enqueue_chunk(&mut self, steps: u64) -> Result<()> {
         let atoms = self.atoms_config()?;
-        let args = self.args();
-        self.gpu.launch("mlff_md_save", atoms, &args)?;
+        let args = self.args()?;
+        self.launch(k::SAVE, atoms, &args)?;
         for _ in 0..steps {
-            self.gpu.launch("mlff_md_kick_drift", atoms, &args)?;
-            self.workspace.enqueue_model(&self.weights, true)?;
-            self.gpu.launch("mlff_md_kick", atoms, &args)?;
+            self.launch(k::KICK_DRIFT, atoms, &args)?;
+            self.workspace.enqueue_model(true)?;
+            self.launch(k::KICK, atoms, &args)?;
         }
         self.enqueue_energies()
     }
@@ -176,19 +195,25 @@ impl GpuDynamics {
     /// Enqueues the copies of the state into `slot` and marks their end.
     fn enqueue_report(&mut self, slot: usize) -> Result<()> {
         let g = self.gpu.clone();
-        let ws = &self.workspace;
+        let ws = self.workspace.state();
         let r = &mut self.slots[slot];
-        if ws.cells.num_atoms() > 0 {
-            g.copy_to_host(&mut r.positions, &ws.cells.positions)?;
-            g.copy_to_host(&mut r.velocities, &self.velocities)?;
-            g.copy_to_host(&mut r.forces, &ws.forces)?;
+        // SAFETY: the copies' pinned destinations are this slot's buffers, owned by
+        // `self` and sized for the batch; they are read only after `wait_for(mark)`
+        // (or a synchronisation) has seen the copies land, and `self` synchronises
+        // before it drops them.
+        unsafe {
+            if ws.num_atoms > 0 {
+                g.copy_to_host(&mut r.positions, &ws.cells.positions)?;
+                g.copy_to_host(&mut r.velocities, &self.velocities)?;
+                g.copy_to_host(&mut r.forces, &ws.forces)?;
+            }
+            if !self.potential.is_empty() {
+                g.copy_to_host(&mut r.structure_out, &ws.structure_out)?;
+                g.copy_to_host(&mut r.kinetic, &self.kinetic)?;
+            }
+            g.copy_to_host(&mut r.md_status, &self.md_status)?;
+            g.copy_to_host(&mut r.clock, &self.clock)?;
         }
-        if !self.potential.is_empty() {
-            g.copy_to_host(&mut r.structure_out, &ws.structure_out)?;
-            g.copy_to_host(&mut r.kinetic, &self.kinetic)?;
-        }
-        g.copy_to_host(&mut r.md_status, &self.md_status)?;
-        g.copy_to_host(&mut r.clock, &self.clock)?;
         r.mark = Some(g.mark()?);
         Ok(())
     }
@@ -271,7 +296,7 @@ impl GpuDynamics {
     }
 
     pub(super) fn resize_edge_buffers(&mut self, capacity: usize) -> Result<()> {
-        self.workspace.grow_edges(&self.weights, capacity.max(1))?;
+        self.workspace.grow_edges(capacity.max(1))?;
         self.graphs.clear();
         Ok(())
     }
@@ -284,6 +309,7 @@ impl GpuDynamics {
         let fault_step = r.clock[md_clock::FAULT_STEP] + 1;
         let build = crate::gpu_neighbors::BuildStatus { words, num_edges: 0 };
         self.workspace
+            .state()
             .cells
             .check(&build, &batch.structure_of, &batch.offsets)
             .map_err(|e| e.in_context(format!("MD step {fault_step}")))?;
@@ -291,11 +317,20 @@ impl GpuDynamics {
             return invalid_input!("internal: MD step {fault_step} froze without a known cause ({words:?})");
         }
         // The frozen steps kept rebuilding at the faulting positions: row_ptr[N] is their need.
-        let edges = self.workspace.cells.num_edges()?;
-        self.workspace.grow_edges(&self.weights, edges + edges / 4 + 256)?;
+        let edges = self.workspace.state().cells.num_edges()?;
+        self.workspace.grow_edges(edges + edges / 4 + 256)?;
         self.graphs.clear();
         let atoms = self.atoms_config()?;
-        self.gpu.launch("mlff_md_restore", atoms, &self.args())?;
+        self.launch(k::RESTORE, atoms, &self.args()?)?;
         self.gpu.synchronize()
+    }
+}
+
+impl Drop for GpuDynamics {
+    fn drop(&mut self) {
+        // A run stopped by an error may have left chunks, and their copies into the
+        // report slots' pinned buffers, in flight: they must land before the slots
+        // are freed.
+        let _ = self.gpu.synchronize();
     }
 }

@@ -7,7 +7,8 @@
 //! standing in for a thread block), which is how the tests check the kernel without a
 //! GPU.
 
-use super::filter_table::{build, inverse_spacing};
+use super::filter_table::inverse_spacing;
+use super::student::filter::build;
 use super::student::{Linear, StudentWeights};
 use crate::error::{invalid_input, Error, Result};
 use crate::gpu::{Gpu, Pinned};
@@ -402,7 +403,6 @@ fn emulate(
             });
         }
     }
-    drop(args);
     Ok(out)
 }
 
@@ -515,9 +515,7 @@ impl StagedIo {
     }
 }
 
-/// The evaluate and MD kernels.
-pub(crate) const EVALUATE: &str = "mlff_fused_student_evaluate";
-pub(crate) const MD: &str = "mlff_fused_student_md";
+pub(crate) use mlff_kernels::fused::entries::{STUDENT_EVALUATE as EVALUATE, STUDENT_MD as MD};
 
 /// The bytes of a slice of plain `#[repr(C)]` values (pointers and floats).
 fn as_bytes<T: Copy>(values: &[T]) -> &[u8] {
@@ -549,14 +547,7 @@ impl FusedStudentGpu {
             DeviceLinear::new(&gpu, &w.head[1])?,
             DeviceLinear::new(&gpu, &w.head[2])?,
         ];
-        let mut max_threads = u32::MAX;
-        for kernel in [EVALUATE, MD] {
-            let limit = gpu
-                .function(kernel)?
-                .max_threads_per_block()
-                .map_err(Error::cuda(format!("reading the block limit of {kernel}")))?;
-            max_threads = max_threads.min(limit.max(32) as u32);
-        }
+        let max_threads = gpu.max_threads_per_block(EVALUATE)?.min(gpu.max_threads_per_block(MD)?);
         Ok(FusedStudentGpu {
             max_threads,
             io: None,
@@ -669,7 +660,7 @@ impl FusedStudentGpu {
         inputs.write(&mut io.input_host, 1, as_bytes(&scratch_offsets));
         inputs.write(&mut io.input_host, 2, as_bytes(&batch.numbers));
         inputs.write(&mut io.input_host, 3, as_bytes(&batch.positions));
-        let (input, output) = (gpu.address(&io.input) as *mut u8, gpu.address(&io.output) as *mut u8);
+        let (input, output) = (gpu.address(&io.input), gpu.address(&io.output));
         let mut args = self.base_args();
         // SAFETY (pointer arithmetic only): each segment lies inside its buffer, which
         // `fits` checked against the segments' total.
@@ -692,9 +683,17 @@ impl FusedStudentGpu {
             block_dim: (block_threads(largest, self.max_threads), 1, 1),
             shared_mem_bytes: 0,
         };
-        gpu.copy_to_device(&mut io.input, &io.input_host[..inputs.total])?;
-        gpu.launch(EVALUATE, config, &args)?;
-        gpu.copy_to_host(&mut io.output_host[..outputs.total], &io.output)?;
+        // SAFETY: pinned staging owned by this engine, not touched again before the
+        // synchronise below.
+        unsafe { gpu.copy_to_device(&mut io.input, &io.input_host[..inputs.total])? };
+        // SAFETY: the weights' addresses are this engine's own buffers (uploaded for
+        // its hidden size and block count); the batch's segments lie inside the staged
+        // buffers (`fits`), sized by this batch's atom and structure counts; the
+        // scratch holds `total` floats, every structure's layout at its offset. All
+        // outlive the launch: the call synchronises before it returns.
+        unsafe { gpu.launch(EVALUATE, config, &args)? };
+        // SAFETY: as above; read only after the synchronise.
+        unsafe { gpu.copy_to_host(&mut io.output_host[..outputs.total], &io.output)? };
         gpu.synchronize()?;
         let out = FusedOutput {
             energies: outputs.read(&io.output_host, 0, s),

@@ -1,25 +1,35 @@
 //! The public model API: load a model file, evaluate batches of structures.
+//!
+//! Each architecture of MODEL.md lives in its own folder (`student/`, `painn/`: the
+//! weights and their loading, the CPU path, the GPU path, the filter the GPU
+//! tabulates) and implements the traits of `architecture`; `architectures!` below
+//! registers them. Shared by all: the tensor readers ([`tensors`]), the filter
+//! tables ([`filter_table`]), the CPU path's outputs ([`output`]), the GPU path's
+//! weights and workspaces ([`gpu`]) and launch choices ([`tuning`]).
 
-pub mod cpu;
+pub(crate) mod architecture;
 pub mod demo;
 pub mod filter_table;
 pub mod fused;
 pub mod gpu;
+pub mod output;
 pub mod painn;
-pub mod painn_cpu;
 pub mod student;
+pub mod tensors;
+pub mod tuning;
 pub mod weighted;
 
 use crate::device::Device;
 use crate::error::{invalid_input, Error, Result};
 use crate::neighbors::{neighbor_list, NeighborList};
 use crate::structure::{Batch, Structure};
-use painn::{PainnConfig, PainnWeights};
+use architecture::{AnyArchitecture, Architecture};
+use painn::PainnWeights;
 use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use student::{StudentConfig, StudentWeights};
+use student::StudentWeights;
 
 /// Energy, forces and (for periodic structures) stress of one structure.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,9 +45,48 @@ pub struct Prediction {
     pub stress: Option<[[f64; 3]; 3]>,
 }
 
-/// The weights of one of the architectures this engine runs (MODEL.md).
-#[derive(Clone, Debug)]
-pub enum Weights {
+/// Writes [`Weights`], one variant per architecture, and the one dispatch over them:
+/// a new architecture is a folder and one line here.
+macro_rules! architectures {
+    ($($(#[$doc:meta])* $variant:ident($weights:ty),)*) => {
+        /// The weights of one of the architectures this engine runs (MODEL.md).
+        #[derive(Clone, Debug)]
+        pub enum Weights {
+            $($(#[$doc])* $variant($weights),)*
+        }
+
+        impl Weights {
+            /// The architecture, for the engine's calls.
+            pub(crate) fn architecture(&self) -> &dyn AnyArchitecture {
+                match self {
+                    $(Weights::$variant(w) => w,)*
+                }
+            }
+
+            /// The architectures' names, as model files' metadata name them.
+            pub const NAMES: &'static [&'static str] = &[$(<$weights as Architecture>::NAME,)*];
+
+            /// The weights of a file whose metadata names architecture `name`.
+            fn from_file(name: &str, tensors: &SafeTensors, metadata: &HashMap<String, String>) -> Result<Self> {
+                $(if name == <$weights as Architecture>::NAME {
+                    return Ok(Weights::$variant(<$weights as Architecture>::from_file(tensors, metadata)?));
+                })*
+                Err(Error::InvalidModel(format!(
+                    "unknown architecture `{name}` (this engine knows {})",
+                    Self::NAMES.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" and ")
+                )))
+            }
+        }
+
+        $(impl From<$weights> for Weights {
+            fn from(w: $weights) -> Self {
+                Weights::$variant(w)
+            }
+        })*
+    };
+}
+
+architectures! {
     /// Architecture 1, `mlff_distiller.StudentForceField`.
     Student(StudentWeights),
     /// Architecture 2, PaiNN as in SchNetPack.
@@ -55,7 +104,10 @@ pub struct Model {
 /// The model's weights on a GPU and the workspace of the last batch shape, made on
 /// first use and kept for the next call.
 #[derive(Clone, Default)]
-struct GpuState(Arc<Mutex<Option<(gpu::GpuWeights, Option<gpu::Workspace>)>>>);
+struct GpuState(Arc<Mutex<Option<GpuResident>>>);
+
+/// Weights on one GPU, and the workspace of the last batch shape if any.
+type GpuResident = (gpu::GpuWeights, Option<gpu::Workspace>);
 
 impl std::fmt::Debug for GpuState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,25 +134,10 @@ impl Model {
         let metadata = header.metadata().clone().unwrap_or_default();
         let st =
             SafeTensors::deserialize(bytes).map_err(|e| Error::InvalidModel(format!("not a safetensors file: {e}")))?;
-        let architecture =
+        let name =
             metadata.get("architecture").ok_or_else(|| Error::InvalidModel("metadata has no `architecture`".into()))?;
-        let config = metadata.get("config").ok_or_else(|| Error::InvalidModel("metadata has no `config`".into()))?;
-        let weights = match architecture.as_str() {
-            student::ARCHITECTURE => Weights::Student(
-                StudentWeights::from_safetensors(&st, StudentConfig::from_json(config)?)?
-                    .with_elements(metadata.get("elements").map(String::as_str))?,
-            ),
-            painn::ARCHITECTURE => {
-                Weights::Painn(PainnWeights::from_safetensors(&st, PainnConfig::from_json(config)?)?)
-            }
-            other => {
-                return Err(Error::InvalidModel(format!(
-                    "unknown architecture `{other}` (this engine knows `{}` and `{}`)",
-                    student::ARCHITECTURE,
-                    painn::ARCHITECTURE
-                )))
-            }
-        };
+        architecture::config(&metadata)?;
+        let weights = Weights::from_file(name, &st, &metadata)?;
         Ok(Model { weights, metadata, gpu_state: GpuState::default() })
     }
 
@@ -115,39 +152,24 @@ impl Model {
     }
 
     pub fn architecture(&self) -> &str {
-        match self.weights {
-            Weights::Student(_) => student::ARCHITECTURE,
-            Weights::Painn(_) => painn::ARCHITECTURE,
-        }
+        self.weights.architecture().name()
     }
 
     /// Feature channels per atom (H, or F of PaiNN).
     pub fn hidden_dim(&self) -> usize {
-        match &self.weights {
-            Weights::Student(w) => w.hidden_dim(),
-            Weights::Painn(w) => w.features(),
-        }
+        self.weights.architecture().hidden_dim()
     }
 
     pub fn num_interactions(&self) -> usize {
-        match &self.weights {
-            Weights::Student(w) => w.config.num_interactions,
-            Weights::Painn(w) => w.config.n_interactions,
-        }
+        self.weights.architecture().num_interactions()
     }
 
     pub fn cutoff(&self) -> f32 {
-        match &self.weights {
-            Weights::Student(w) => w.config.cutoff,
-            Weights::Painn(w) => w.config.cutoff,
-        }
+        self.weights.architecture().cutoff()
     }
 
     pub fn parameter_count(&self) -> usize {
-        match &self.weights {
-            Weights::Student(w) => w.parameter_count(),
-            Weights::Painn(w) => w.parameter_count(),
-        }
+        self.weights.architecture().parameter_count()
     }
 
     /// The file's metadata (architecture, config, provenance).
@@ -161,9 +183,10 @@ impl Model {
 
     /// The weights, where the model is of architecture 1.
     pub fn student_weights(&self) -> Option<&StudentWeights> {
-        match &self.weights {
-            Weights::Student(w) => Some(w),
-            Weights::Painn(_) => None,
+        if let Weights::Student(w) = &self.weights {
+            Some(w)
+        } else {
+            None
         }
     }
 
@@ -190,9 +213,11 @@ impl Model {
         want_forces: bool,
     ) -> Result<Vec<(Batch, gpu::GpuOutput)>> {
         let (h, t) = (self.hidden_dim(), self.num_interactions());
-        let painn = matches!(self.weights, Weights::Painn(_));
         // Per atom: state and gradients, plus ~64 edges of up to 8 channel groups.
-        let per_atom = gpu::bytes_per_atom(h, t, painn) + 64 * gpu::bytes_per_edge(8) + 128;
+        let per_atom = gpu::bytes_per_atom(h, t)
+            + self.weights.architecture().gpu_bytes_per_atom()
+            + 64 * gpu::bytes_per_edge(8)
+            + 128;
         let (free, _) = g.memory_info()?;
         let mut state = self.gpu_state.0.lock().unwrap_or_else(|p| p.into_inner());
         let held = state.as_ref().and_then(|(_, ws)| ws.as_ref()).map_or(0, |ws| ws.bytes());
@@ -298,11 +323,7 @@ impl Model {
 
     /// Ok if the model computes atoms of atomic number `z`, else why not.
     pub fn check_element(&self, z: u32) -> Result<()> {
-        let checked = match &self.weights {
-            Weights::Student(w) => w.check_elements(&[z], &[0]),
-            Weights::Painn(w) => student::check_elements(w.config.max_z, None, &[z], &[0]),
-        };
-        checked.map_err(|e| match e {
+        self.weights.architecture().check_elements(&[z], &[0]).map_err(|e| match e {
             Error::InvalidInput(m) => Error::InvalidInput(m.trim_start_matches("structure 0: ").to_string()),
             other => other,
         })
@@ -310,10 +331,7 @@ impl Model {
 
     pub(crate) fn prepare_batch(&self, structures: &[Structure]) -> Result<Batch> {
         let batch = Batch::new(structures)?;
-        match &self.weights {
-            Weights::Student(w) => w.check_elements(&batch.numbers, &batch.structure_of)?,
-            Weights::Painn(w) => student::check_elements(w.config.max_z, None, &batch.numbers, &batch.structure_of)?,
-        }
+        self.weights.architecture().check_elements(&batch.numbers, &batch.structure_of)?;
         crate::neighbors::check_search(&batch, self.cutoff())?;
         Ok(batch)
     }
@@ -325,11 +343,8 @@ impl Model {
         list: &NeighborList,
         forces: bool,
         energy_weights: Option<&[f32]>,
-    ) -> cpu::BatchOutput {
-        match &self.weights {
-            Weights::Student(w) => cpu::evaluate(cpu, w, batch, list, forces, energy_weights),
-            Weights::Painn(w) => painn_cpu::evaluate(cpu, w, batch, list, forces, energy_weights),
-        }
+    ) -> output::BatchOutput {
+        self.weights.architecture().evaluate_cpu(cpu, batch, list, forces, energy_weights)
     }
 
     fn cpu_of<'d>(&self, device: &'d Device) -> Result<&'d crate::cpu::Cpu> {

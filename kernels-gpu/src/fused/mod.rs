@@ -17,6 +17,7 @@
 //! - The same source runs on the CPU through [`team::SerialTeam`], which is how the
 //!   tests check it against the exact CPU path without a GPU.
 
+pub mod entries;
 pub mod student;
 pub mod team;
 

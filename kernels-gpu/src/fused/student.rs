@@ -31,6 +31,30 @@ pub struct FusedLinear {
     pub bias: *const f32,
 }
 
+impl FusedLinear {
+    /// The layer (`inputs` → `outputs`) as `dense_atoms` runs it forward.
+    #[inline(always)]
+    fn forward(&self, inputs: usize, outputs: usize) -> Dense {
+        Dense { w: self.weight_t, bias: self.bias, inputs, outputs }
+    }
+
+    /// The input gradient of the layer (`inputs` → `outputs`): the transposed map from
+    /// ∂E/∂output to ∂E/∂input, which reads `weight` as its forward weights.
+    #[inline(always)]
+    fn adjoint(&self, inputs: usize, outputs: usize) -> Dense {
+        Dense { w: self.weight, bias: core::ptr::null(), inputs: outputs, outputs: inputs }
+    }
+}
+
+/// A dense map over atoms: `w[k][o]` for k < inputs, o < outputs, and a bias (or null).
+#[derive(Clone, Copy)]
+struct Dense {
+    w: *const f32,
+    bias: *const f32,
+    inputs: usize,
+    outputs: usize,
+}
+
 /// One interaction block: its filter table and update network.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -88,6 +112,9 @@ pub struct FusedStudentArgs {
     pub want_forces: u32,
     pub pad: u32,
 }
+
+// SAFETY: #[repr(C)], plain values and device addresses only.
+unsafe impl crate::kernel::KernelArgs for FusedStudentArgs {}
 
 /// Where each array of one structure lives in its scratch region (offsets in floats).
 /// Features are `[atom][channels]` with `padded_atoms(n)` rows; pair arrays are
@@ -230,18 +257,10 @@ fn edge_basis(g: &[f32; 4], inv_h: f32, h: usize) -> (Hermite, [f32; 3]) {
 }
 
 /// y[a][o] = bias[o] + Σ_k x[a][k] · w[k][o] for the atoms a < n (row strides: the
-/// layer's widths). `bias` may be null. One item per (output, tile of atoms).
+/// layer's widths). One item per (output, tile of atoms).
 #[inline(never)]
-unsafe fn dense_atoms<T: Team>(
-    team: &T,
-    n: usize,
-    x: *const f32,
-    inputs: usize,
-    w: *const f32,
-    bias: *const f32,
-    y: *mut f32,
-    outputs: usize,
-) {
+unsafe fn dense_atoms<T: Team>(team: &T, n: usize, x: *const f32, layer: Dense, y: *mut f32) {
+    let Dense { w, bias, inputs, outputs } = layer;
     let tiles = n.div_ceil(ATOM_TILE);
     for item in items(team, outputs * tiles) {
         let (o, tile) = (item % outputs, item / outputs);
@@ -381,7 +400,7 @@ unsafe fn update<T: Team>(team: &T, st: &Structure, t: usize) {
     }
     team.sync();
     let pre = st.at(l.pre + t * padded_atoms(n) * h);
-    dense_atoms(team, n, input, 2 * h, block.update_in.weight_t, block.update_in.bias, pre, h);
+    dense_atoms(team, n, input, block.update_in.forward(2 * h, h), pre);
     team.sync();
     let hidden = st.at(l.hidden_layer);
     for q in items(team, n * h) {
@@ -389,7 +408,7 @@ unsafe fn update<T: Team>(team: &T, st: &Structure, t: usize) {
     }
     team.sync();
     let out = st.at(l.out + t * 3 * padded_atoms(n) * h);
-    dense_atoms(team, n, hidden, h, block.update_out.weight_t, block.update_out.bias, out, 3 * h);
+    dense_atoms(team, n, hidden, block.update_out.forward(h, 3 * h), out);
     team.sync();
     let (s_next, v_next) = st.state(t + 1);
     for q in items(team, n * h) {
@@ -413,19 +432,19 @@ unsafe fn readout<T: Team>(team: &T, st: &Structure, s: usize) {
     let (n, h, a) = (st.n, st.h, st.a);
     let [r1, h1, r2, h2, e] = st.layout.readout_arrays().map(|o| st.at(o));
     let (s_final, _) = st.state(a.num_blocks as usize);
-    dense_atoms(team, n, s_final, h, a.head[0].weight_t, a.head[0].bias, r1, h / 2);
+    dense_atoms(team, n, s_final, a.head[0].forward(h, h / 2), r1);
     team.sync();
     for q in items(team, n * h / 2) {
         *h1.add(q) = silu(*r1.add(q));
     }
     team.sync();
-    dense_atoms(team, n, h1, h / 2, a.head[1].weight_t, a.head[1].bias, r2, h / 4);
+    dense_atoms(team, n, h1, a.head[1].forward(h / 2, h / 4), r2);
     team.sync();
     for q in items(team, n * h / 4) {
         *h2.add(q) = silu(*r2.add(q));
     }
     team.sync();
-    dense_atoms(team, n, h2, h / 4, a.head[2].weight_t, a.head[2].bias, e, 1);
+    dense_atoms(team, n, h2, a.head[2].forward(h / 4, 1), e);
     team.sync();
     for i in items(team, n) {
         let z = *a.numbers.add(st.start + i) as usize;
@@ -455,14 +474,14 @@ unsafe fn readout_backward<T: Team>(team: &T, st: &Structure) {
         *g2.add(q) = *a.head[2].weight_t.add(c) * silu_and_grad(*r2.add(q)).1;
     }
     team.sync();
-    dense_atoms(team, n, g2, h / 4, a.head[1].weight, core::ptr::null(), g1, h / 2);
+    dense_atoms(team, n, g2, a.head[1].adjoint(h / 2, h / 4), g1);
     team.sync();
     for q in items(team, n * h / 2) {
         *g1.add(q) *= silu_and_grad(*r1.add(q)).1;
     }
     team.sync();
     let (gs, _) = st.grad_pair(0);
-    dense_atoms(team, n, g1, h / 2, a.head[0].weight, core::ptr::null(), gs, h);
+    dense_atoms(team, n, g1, a.head[0].adjoint(h, h / 2), gs);
     team.sync();
 }
 
@@ -511,14 +530,14 @@ unsafe fn update_backward<T: Team>(team: &T, st: &Structure, t: usize, has_gv: b
         }
     }
     team.sync();
-    dense_atoms(team, n, g_out, 3 * h, block.update_out.weight, core::ptr::null(), g_hidden, h);
+    dense_atoms(team, n, g_out, block.update_out.adjoint(h, 3 * h), g_hidden);
     team.sync();
     for q in items(team, n * h) {
         let (i, c) = (q / h, q % h);
         *g_hidden.add(i * h + c) *= silu_and_grad(*pre.add(i * h + c)).1;
     }
     team.sync();
-    dense_atoms(team, n, g_hidden, h, block.update_in.weight, core::ptr::null(), g_input, 2 * h);
+    dense_atoms(team, n, g_hidden, block.update_in.adjoint(2 * h, h), g_input);
     team.sync();
     for q in items(team, n * h) {
         let (i, c) = (q / h, q % h);
