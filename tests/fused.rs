@@ -227,3 +227,64 @@ fn fused_gpu_md_follows_the_cpu_md() {
         assert!(worst < 1e-4, "{thermostat:?}: {worst} Å apart");
     }
 }
+
+#[test]
+fn the_engine_choice_follows_size_periodicity_and_the_switch() {
+    use mlff::model::fused::{takes, EngineChoice, AUTO_MAX_ATOMS, MAX_ATOMS};
+    let molecule = [false; 3];
+    assert!(takes(EngineChoice::Auto, AUTO_MAX_ATOMS, molecule));
+    assert!(!takes(EngineChoice::Auto, AUTO_MAX_ATOMS + 1, molecule));
+    assert!(!takes(EngineChoice::Auto, 10, [true, false, false]));
+    assert!(takes(EngineChoice::Fused, MAX_ATOMS, molecule));
+    assert!(!takes(EngineChoice::Fused, MAX_ATOMS + 1, molecule));
+    assert!(!takes(EngineChoice::Fused, 10, [true; 3]));
+    assert!(!takes(EngineChoice::Layered, 10, molecule));
+}
+
+/// Molecules at and beyond the automatic threshold, a periodic box and the reference
+/// molecules in one batch: on the GPU some go to the fused engine and some to the
+/// layered one, and every result matches the CPU path in input order.
+#[test]
+fn a_mixed_batch_goes_to_both_engines_and_matches_the_cpu() {
+    let Some(gpu) = common::gpu_or_skip("a_mixed_batch_goes_to_both_engines_and_matches_the_cpu") else { return };
+    let gpu = Device::Gpu(Arc::new(gpu));
+    let model = mlff::default_model().unwrap();
+    let mut rng = Rng::new(17);
+    let threshold = mlff::model::fused::AUTO_MAX_ATOMS;
+    let mut structures = vec![
+        random_molecule(&mut rng, threshold, 30.0),
+        mlff::extxyz::parse(mlff::SAMPLE_WATER_BOX, "water-box.xyz").unwrap().remove(0).structure,
+        random_molecule(&mut rng, threshold + 1, 30.0),
+        random_molecule(&mut rng, 5, 30.0),
+    ];
+    structures.extend(sample_molecules());
+    let on_gpu = model.evaluate(&gpu, &structures).unwrap();
+    let on_cpu = model.evaluate(&Device::cpu().unwrap(), &structures).unwrap();
+    for (k, (g, c)) in on_gpu.iter().zip(&on_cpu).enumerate() {
+        assert!(
+            ((g.energy - c.energy) / c.energy.abs().max(1.0)).abs() < 2e-5,
+            "structure {k}: {} vs {}",
+            g.energy,
+            c.energy
+        );
+        assert_eq!(g.stress.is_some(), c.stress.is_some(), "structure {k}");
+        for (fg, fc) in g.forces.iter().zip(&c.forces) {
+            for x in 0..3 {
+                assert!((fg[x] - fc[x]).abs() < 2e-4 + 1e-5 * fc[x].abs(), "structure {k}: {fg:?} vs {fc:?}");
+            }
+        }
+    }
+    let energies = model.energies(&gpu, &structures).unwrap();
+    for (k, (e, p)) in energies.iter().zip(&on_gpu).enumerate() {
+        assert!(
+            (e - p.energy).abs() <= 1e-9 * p.energy.abs().max(1.0),
+            "structure {k}: energies() {e} vs evaluate {}",
+            p.energy
+        );
+    }
+    // A collision in one molecule is an error that names it by its input index.
+    let mut bad = structures.clone();
+    bad[3].positions[1] = bad[3].positions[0];
+    let message = model.evaluate(&gpu, &bad).unwrap_err().to_string();
+    assert!(message.contains("structure 3"), "{message}");
+}

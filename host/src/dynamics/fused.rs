@@ -113,7 +113,7 @@ impl FusedDynamics {
         if let Some(structure) = faults.iter().take(s).position(|&f| f != 0) {
             let fault_step = if steps == 0 { self.step } else { g.download(&self.fault_steps)?[structure] };
             let positions = g.download(&self.positions)?;
-            let error = explain_fault(batch, &positions, structure, faults[structure]);
+            let error = explain_fault(batch, &positions, structure, faults[structure], structure);
             return Err(if steps == 0 { error } else { error.in_context(format!("MD step {}", fault_step + 1)) });
         }
         self.step += steps;

@@ -150,15 +150,21 @@ pub fn check_batch(batch: &Batch) -> Result<()> {
     Ok(())
 }
 
+/// Scratch floats of one molecule of `atoms` atoms.
+pub fn scratch_floats(atoms: usize, hidden: usize, blocks: usize) -> usize {
+    StudentLayout::new(atoms, hidden, blocks).floats
+}
+
 /// The error a structure's fault bits stand for, with the atoms named as the cell
-/// lists name them (`positions` are the batch's current ones).
-pub fn explain_fault(batch: &Batch, positions: &[[f32; 3]], structure: usize, bits: u32) -> Error {
+/// lists name them (`positions` are the batch's current ones); the message calls the
+/// structure `label` (its index in the caller's input).
+pub fn explain_fault(batch: &Batch, positions: &[[f32; 3]], structure: usize, bits: u32, label: usize) -> Error {
     use mlff_kernels::fused::fault;
     let atoms = batch.offsets[structure]..batch.offsets[structure + 1];
     if bits & fault::NON_FINITE != 0 {
         let bad = atoms.clone().find(|&i| positions[i].iter().any(|x| !x.is_finite())).unwrap_or(atoms.start);
         return Error::InvalidInput(format!(
-            "structure {structure}: atom {} has a non-finite position {:?}",
+            "structure {label}: atom {} has a non-finite position {:?}",
             bad - atoms.start,
             positions.get(bad)
         ));
@@ -173,7 +179,7 @@ pub fn explain_fault(batch: &Batch, positions: &[[f32; 3]], structure: usize, bi
         }
     }
     Error::InvalidInput(format!(
-        "structure {structure}: atoms {} and {} are closer than {:.0e} Å; atoms on top of each other have no defined forces",
+        "structure {label}: atoms {} and {} are closer than {:.0e} Å; atoms on top of each other have no defined forces",
         closest.0,
         closest.1,
         mlff_kernels::cell_list::MIN_DISTANCE

@@ -101,10 +101,14 @@ pub struct Model {
     gpu_state: GpuState,
 }
 
-/// The model's weights on a GPU and the workspace of the last batch shape, made on
-/// first use and kept for the next call.
+/// The model on a GPU, made on first use and kept for the next call: the layered
+/// engine's weights and the workspace of the last batch shape, and the fused engine
+/// (molecules of the student).
 #[derive(Clone, Default)]
-struct GpuState(Arc<Mutex<Option<GpuResident>>>);
+struct GpuState {
+    layered: Arc<Mutex<Option<GpuResident>>>,
+    fused: Arc<Mutex<Option<fused::FusedStudentGpu>>>,
+}
 
 /// Weights on one GPU, and the workspace of the last batch shape if any.
 type GpuResident = (gpu::GpuWeights, Option<gpu::Workspace>);
@@ -198,8 +202,7 @@ impl Model {
     /// Energies of every structure (no forces), in one batched pass.
     pub fn energies(&self, device: &Device, structures: &[Structure]) -> Result<Vec<f64>> {
         if let Device::Gpu(g) = device {
-            let outputs = self.evaluate_gpu(g, structures, false)?;
-            return Ok(outputs.into_iter().flat_map(|(_, out)| out.energies).collect());
+            return Ok(self.predictions_gpu(g, structures, false)?.into_iter().map(|p| p.energy).collect());
         }
         let (batch, list) = self.prepare(structures, false)?;
         Ok(self.evaluate_cpu(self.cpu_of(device)?, &batch, &list, false, None).energies)
@@ -219,7 +222,7 @@ impl Model {
             + 64 * gpu::bytes_per_edge(8)
             + 128;
         let (free, _) = g.memory_info()?;
-        let mut state = self.gpu_state.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.gpu_state.layered.lock().unwrap_or_else(|p| p.into_inner());
         let held = state.as_ref().and_then(|(_, ws)| ws.as_ref()).map_or(0, |ws| ws.bytes());
         let budget = (free + held) / 10 * 8;
         let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
@@ -264,15 +267,117 @@ impl Model {
         Ok(outputs)
     }
 
-    fn predictions_gpu(&self, g: &Arc<crate::gpu::Gpu>, structures: &[Structure]) -> Result<Vec<Prediction>> {
+    /// Predictions on the GPU: molecules the fused engine takes (`fused::takes`) go to
+    /// it, the rest to the layered engine; the results come back in input order.
+    /// Without `want_forces` the forces are empty.
+    fn predictions_gpu(
+        &self,
+        g: &Arc<crate::gpu::Gpu>,
+        structures: &[Structure],
+        want_forces: bool,
+    ) -> Result<Vec<Prediction>> {
+        let choice = fused::EngineChoice::from_env()?;
+        let to_fused: Vec<bool> = structures
+            .iter()
+            .map(|s| self.student_weights().is_some() && fused::takes(choice, s.len(), s.pbc))
+            .collect();
+        if !to_fused.iter().any(|&f| f) {
+            return self.predictions_layered(g, structures, want_forces);
+        }
+        let pick = |fused: bool| -> (Vec<usize>, Vec<Structure>) {
+            (0..structures.len()).filter(|&k| to_fused[k] == fused).map(|k| (k, structures[k].clone())).unzip()
+        };
+        let (fused_index, fused_structures) = pick(true);
+        let (layered_index, layered_structures) = pick(false);
+        let mut predictions: Vec<Option<Prediction>> = vec![None; structures.len()];
+        for (k, p) in fused_index.iter().zip(self.predictions_fused(g, &fused_structures, &fused_index, want_forces)?) {
+            predictions[*k] = Some(p);
+        }
+        if !layered_structures.is_empty() {
+            let layered = self
+                .predictions_layered(g, &layered_structures, want_forces)
+                .map_err(|e| renumber_structures(e, &layered_index))?;
+            for (k, p) in layered_index.iter().zip(layered) {
+                predictions[*k] = Some(p);
+            }
+        }
+        predictions
+            .into_iter()
+            .map(|p| p.ok_or_else(|| Error::Unsupported("internal: a structure got no prediction".into())))
+            .collect()
+    }
+
+    /// Molecules on the fused engine, in chunks whose scratch fits the GPU. `index`
+    /// holds each structure's index in the caller's input, for error messages.
+    fn predictions_fused(
+        &self,
+        g: &Arc<crate::gpu::Gpu>,
+        structures: &[Structure],
+        index: &[usize],
+        want_forces: bool,
+    ) -> Result<Vec<Prediction>> {
+        let weights = self
+            .student_weights()
+            .ok_or_else(|| Error::Unsupported("internal: the fused engine runs the student only".into()))?;
+        let mut engine = self.gpu_state.fused.lock().unwrap_or_else(|p| p.into_inner());
+        if !engine.as_ref().is_some_and(|e| Arc::ptr_eq(e.gpu(), g)) {
+            *engine = None;
+            *engine = Some(fused::FusedStudentGpu::new(g.clone(), &fused::FusedStudentWeights::new(weights)?)?);
+        }
+        let Some(engine) = engine.as_mut() else { unreachable!() };
+        let (free, _) = g.memory_info()?;
+        let budget = (free / 4).clamp(64 << 20, 4 << 30) / 4;
         let mut predictions = Vec::with_capacity(structures.len());
-        for (batch, out) in self.evaluate_gpu(g, structures, true)? {
+        let mut start = 0;
+        while start < structures.len() {
+            let mut end = start;
+            let mut floats = 0usize;
+            while end < structures.len() {
+                let need = fused::scratch_floats(structures[end].len(), engine.hidden(), engine.num_blocks());
+                if end > start && floats + need > budget {
+                    break;
+                }
+                floats += need;
+                end += 1;
+            }
+            let batch =
+                self.prepare_batch(&structures[start..end]).map_err(|e| renumber_structures(e, &index[start..end]))?;
+            let out = engine.evaluate(&batch, want_forces)?;
+            if let Some(s) = out.faults.iter().position(|&f| f != 0) {
+                return Err(fused::explain_fault(&batch, &batch.positions, s, out.faults[s], index[start + s]));
+            }
+            for s in 0..batch.num_structures() {
+                let atoms = batch.offsets[s]..batch.offsets[s + 1];
+                predictions.push(Prediction {
+                    energy: out.energies[s],
+                    atom_energies: out.atom_energies[atoms.clone()].iter().map(|&e| e as f64).collect(),
+                    forces: if want_forces {
+                        out.forces[atoms].iter().map(|f| f.map(|x| x as f64)).collect()
+                    } else {
+                        Vec::new()
+                    },
+                    stress: None,
+                });
+            }
+            start = end;
+        }
+        Ok(predictions)
+    }
+
+    fn predictions_layered(
+        &self,
+        g: &Arc<crate::gpu::Gpu>,
+        structures: &[Structure],
+        want_forces: bool,
+    ) -> Result<Vec<Prediction>> {
+        let mut predictions = Vec::with_capacity(structures.len());
+        for (batch, out) in self.evaluate_gpu(g, structures, want_forces)? {
             let forces = out.forces.unwrap_or_default();
             let virials = out.virials.unwrap_or_default();
             for s in 0..batch.num_structures() {
                 let atoms = batch.offsets[s]..batch.offsets[s + 1];
                 let structure = &structures[predictions.len()];
-                let stress = if structure.is_periodic() {
+                let stress = if structure.is_periodic() && want_forces {
                     structure
                         .volume()
                         .map(|v| std::array::from_fn(|a| std::array::from_fn(|b| virials[s][3 * a + b] / v)))
@@ -282,7 +387,7 @@ impl Model {
                 predictions.push(Prediction {
                     energy: out.energies[s],
                     atom_energies: out.atom_energies[atoms.clone()].iter().map(|&e| e as f64).collect(),
-                    forces: forces[atoms].iter().map(|f| f.map(|x| x as f64)).collect(),
+                    forces: forces.get(atoms).unwrap_or_default().iter().map(|f| f.map(|x| x as f64)).collect(),
                     stress,
                 });
             }
@@ -294,7 +399,7 @@ impl Model {
     /// one batched pass.
     pub fn evaluate(&self, device: &Device, structures: &[Structure]) -> Result<Vec<Prediction>> {
         if let Device::Gpu(g) = device {
-            return self.predictions_gpu(g, structures);
+            return self.predictions_gpu(g, structures, true);
         }
         let (batch, list) = self.prepare(structures, true)?;
         let out = self.evaluate_cpu(self.cpu_of(device)?, &batch, &list, true, None);
@@ -384,4 +489,23 @@ fn stress(
             Some(sigma.map(|row| row.map(|x| x / volume)))
         })
         .collect()
+}
+
+/// An invalid-input error about "structure k" of a sub-batch, renamed to the structure's
+/// index in the caller's input (`index[k]`).
+fn renumber_structures(error: Error, index: &[usize]) -> Error {
+    match error {
+        Error::InvalidInput(message) => {
+            let renamed = message
+                .strip_prefix("structure ")
+                .and_then(|rest| {
+                    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+                    let k: usize = rest[..digits].parse().ok()?;
+                    Some(format!("structure {}{}", index.get(k)?, &rest[digits..]))
+                })
+                .unwrap_or(message);
+            Error::InvalidInput(renamed)
+        }
+        other => other,
+    }
 }

@@ -86,7 +86,7 @@ impl Model {
         weights: &[f32],
         atom_virials: bool,
     ) -> Result<WeightedPrediction> {
-        let mut state = self.gpu_state.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.gpu_state.layered.lock().unwrap_or_else(|p| p.into_inner());
         let same_gpu = matches!(&*state, Some((w, _)) if Arc::ptr_eq(w.gpu(), g));
         if !same_gpu {
             // Free the old device buffers before allocating the new ones.
