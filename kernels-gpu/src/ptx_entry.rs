@@ -362,3 +362,17 @@ pub unsafe extern "ptx-kernel" fn mlff_fused_student_md(a: crate::fused::student
         crate::fused::student::md(&crate::fused::team::BlockTeam, &a, s);
     }
 }
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_fused_painn_evaluate(a: crate::fused::painn::FusedPainnArgs) {
+    let s = gpu::block_idx();
+    if s < a.num_structures as usize {
+        crate::fused::painn::evaluate(&crate::fused::team::BlockTeam, &a, s, a.want_forces != 0);
+    }
+}
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn mlff_fused_painn_md(a: crate::fused::painn::FusedPainnArgs) {
+    let s = gpu::block_idx();
+    if s < a.num_structures as usize {
+        crate::fused::painn::md(&crate::fused::team::BlockTeam, &a, s);
+    }
+}
