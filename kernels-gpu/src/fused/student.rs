@@ -13,47 +13,16 @@
 //! phase, 130 for the whole kernel instead of 214 when everything is inlined into the
 //! entry (ptxas -v, sm_90), which lets a block have up to 15 warps.
 
+use super::dynamics::{integrate, Trajectory};
+use super::pairs::{edge_basis, is_edge};
 use super::team::{channel_groups, group_chunks, items, warp_rows, Team};
-use super::{fault, padded_atoms, ATOM_TILE};
+pub use super::FusedLinear;
+use super::{dense_atoms, fault, padded_atoms};
 use crate::cell_list::MIN_DISTANCE;
-use crate::filter_table::{hermite, interpolate, knots, Hermite};
+use crate::filter_table::{interpolate, knots};
 use crate::geometry::{edge_gradient, edge_vector, UNIT_EPSILON};
 use crate::math::{fma, silu, silu_and_grad, sqrt};
-use crate::md::{self, Integrator};
-
-/// A dense layer on the device: `weight_t` is `[in][out]` (forward), `weight` is
-/// `[out][in]` (the adjoint reads it as the forward layer of the transposed map).
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct FusedLinear {
-    pub weight_t: *const f32,
-    pub weight: *const f32,
-    pub bias: *const f32,
-}
-
-impl FusedLinear {
-    /// The layer (`inputs` → `outputs`) as `dense_atoms` runs it forward.
-    #[inline(always)]
-    fn forward(&self, inputs: usize, outputs: usize) -> Dense {
-        Dense { w: self.weight_t, bias: self.bias, inputs, outputs }
-    }
-
-    /// The input gradient of the layer (`inputs` → `outputs`): the transposed map from
-    /// ∂E/∂output to ∂E/∂input, which reads `weight` as its forward weights.
-    #[inline(always)]
-    fn adjoint(&self, inputs: usize, outputs: usize) -> Dense {
-        Dense { w: self.weight, bias: core::ptr::null(), inputs: outputs, outputs: inputs }
-    }
-}
-
-/// A dense map over atoms: `w[k][o]` for k < inputs, o < outputs, and a bias (or null).
-#[derive(Clone, Copy)]
-struct Dense {
-    w: *const f32,
-    bias: *const f32,
-    inputs: usize,
-    outputs: usize,
-}
+use crate::md::Integrator;
 
 /// One interaction block: its filter table and update network.
 #[repr(C)]
@@ -243,45 +212,6 @@ impl Structure<'_> {
     }
 }
 
-/// Whether the pair slot (i, j) is an edge, and its length.
-#[inline(always)]
-fn is_edge(i: usize, j: usize, g: &[f32; 4], cutoff: f32) -> bool {
-    i != j && g[3] <= cutoff
-}
-
-/// The table's Hermite weights and the unit vector u = r / (d + ε) of an edge.
-#[inline(always)]
-fn edge_basis(g: &[f32; 4], inv_h: f32, h: usize) -> (Hermite, [f32; 3]) {
-    let inv_d = 1.0 / (g[3] + UNIT_EPSILON);
-    (hermite(g[3], inv_h, h), [g[0] * inv_d, g[1] * inv_d, g[2] * inv_d])
-}
-
-/// y[a][o] = bias[o] + Σ_k x[a][k] · w[k][o] for the atoms a < n (row strides: the
-/// layer's widths). One item per (output, tile of atoms).
-#[inline(never)]
-unsafe fn dense_atoms<T: Team>(team: &T, n: usize, x: *const f32, layer: Dense, y: *mut f32) {
-    let Dense { w, bias, inputs, outputs } = layer;
-    let tiles = n.div_ceil(ATOM_TILE);
-    for item in items(team, outputs * tiles) {
-        let (o, tile) = (item % outputs, item / outputs);
-        let first = tile * ATOM_TILE;
-        let b = if bias.is_null() { 0.0 } else { *bias.add(o) };
-        let mut acc = [b; ATOM_TILE];
-        // Rows up to the padded atom count exist, so the tile loads need no checks.
-        for k in 0..inputs {
-            let wk = *w.add(k * outputs + o);
-            for (t, acc) in acc.iter_mut().enumerate() {
-                *acc = fma(*x.add((first + t) * inputs + k), wk, *acc);
-            }
-        }
-        for (t, acc) in acc.iter().enumerate() {
-            if first + t < n {
-                *y.add((first + t) * outputs + o) = *acc;
-            }
-        }
-    }
-}
-
 /// Fills the pair slots and checks positions; the fault bits (0: fine). Ends with a
 /// barrier.
 #[inline(never)]
@@ -361,7 +291,7 @@ unsafe fn message<T: Team>(team: &T, st: &Structure, t: usize) {
                 if !is_edge(i, j, &g, a.cutoff) {
                     continue;
                 }
-                let (at, u) = edge_basis(&g, a.table_inv_h, h);
+                let (at, u) = edge_basis(&g, a.table_inv_h, h, UNIT_EPSILON);
                 let phi = [c, h + c, 2 * h + c].map(|q| interpolate(&at.w, &knots(table, &at, q, h)));
                 acc_s = fma(*s.add(j * h + c), phi[0], acc_s);
                 for x in 0..3 {
@@ -585,7 +515,7 @@ unsafe fn message_backward<T: Team>(team: &T, st: &Structure, t: usize) {
                 if !is_edge(i, j, &g, a.cutoff) {
                     continue;
                 }
-                let (at, u) = edge_basis(&g, a.table_inv_h, h);
+                let (at, u) = edge_basis(&g, a.table_inv_h, h, UNIT_EPSILON);
                 let k = [cc, h + cc, 2 * h + cc].map(|q| knots(table, &at, q, h));
                 let phi = k.map(|k| interpolate(&at.w, &k));
                 let slope = k.map(|k| interpolate(&at.dw, &k));
@@ -695,48 +625,17 @@ pub unsafe fn evaluate<T: Team>(team: &T, a: &FusedStudentArgs, s: usize, want_f
 /// # Safety
 /// As [`evaluate`], plus `velocities`, `masses` per atom and `fault_steps` per structure.
 pub unsafe fn md<T: Team>(team: &T, a: &FusedStudentArgs, s: usize) {
-    let start = *a.offsets.add(s) as usize;
-    let end = *a.offsets.add(s + 1) as usize;
-    if *a.faults.add(s) != 0 {
-        return;
-    }
-    for k in 0..a.steps as u64 {
-        let step = a.first_step + k;
-        kick_drift(team, a, start..end, step);
-        team.sync();
-        let faults = evaluate(team, a, s, true);
-        if faults != 0 {
-            if team.thread() == 0 {
-                *a.faults.add(s) = faults;
-                *a.fault_steps.add(s) = step;
-            }
-            return;
-        }
-        kick(team, a, start..end);
-        team.sync();
-    }
-}
-
-/// The first half of an MD step for `atoms` (a phase of its own: the thermostat's
-/// noise would otherwise raise the whole kernel's registers).
-#[inline(never)]
-unsafe fn kick_drift<T: Team>(team: &T, a: &FusedStudentArgs, atoms: core::ops::Range<usize>, step: u64) {
-    for i in items(team, atoms.len()) {
-        let atom = atoms.start + i;
-        let (mut x, mut v) = (*a.positions.add(atom), *a.velocities.add(atom));
-        md::kick_drift(&mut x, &mut v, *a.forces.add(atom), *a.masses.add(atom), &a.integrator, step, atom as u32);
-        *a.positions.add(atom) = x;
-        *a.velocities.add(atom) = v;
-    }
-}
-
-/// The closing kick of an MD step.
-#[inline(never)]
-unsafe fn kick<T: Team>(team: &T, a: &FusedStudentArgs, atoms: core::ops::Range<usize>) {
-    for i in items(team, atoms.len()) {
-        let atom = atoms.start + i;
-        let mut v = *a.velocities.add(atom);
-        md::kick(&mut v, *a.forces.add(atom), *a.masses.add(atom), &a.integrator);
-        *a.velocities.add(atom) = v;
-    }
+    let trajectory = Trajectory {
+        atoms: *a.offsets.add(s) as usize..*a.offsets.add(s + 1) as usize,
+        positions: a.positions,
+        velocities: a.velocities,
+        forces: a.forces,
+        masses: a.masses,
+        integrator: &a.integrator,
+        fault: a.faults.add(s),
+        fault_step: a.fault_steps.add(s),
+        first_step: a.first_step,
+        steps: a.steps,
+    };
+    integrate(team, &trajectory, || evaluate(team, a, s, true));
 }
