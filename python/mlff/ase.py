@@ -1,0 +1,85 @@
+"""An ASE calculator on the mlff engine.
+
+::
+
+    from mlff.ase import MLFFCalculator
+    atoms.calc = MLFFCalculator("student.safetensors")   # or "default", device="gpu"
+    atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+
+Results are cached by ASE's ``system_changes`` (positions, numbers, cell, pbc, …):
+asking for forces after the energy of the same atoms costs nothing. One engine call
+computes every property at once. ``calculate_batch`` evaluates many ``Atoms`` in
+one batched engine call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+
+from . import Model
+from . import device as _device
+from ._structures import batch_arrays, split
+
+__all__ = ["MLFFCalculator"]
+
+
+def _voigt(s: np.ndarray) -> np.ndarray:
+    """3×3 stress in ASE's Voigt order xx, yy, zz, yz, xz, xy."""
+    return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+
+
+class MLFFCalculator(Calculator):
+    """ASE calculator for mlff models.
+
+    model: ``"default"`` (the bundled GFN2-xTB student), a safetensors file written
+        by ``tools/export_student.py`` (MLFF-Distiller or SchNetPack checkpoints), or
+        an :class:`mlff.Model`.
+    device: ``"auto"`` (GPU 0 if there is one, else the CPU; ``MLFF_DEVICE``
+        overrides), ``"cpu"``, ``"gpu"`` or ``"gpu:N"``.
+
+    Properties: energy and free_energy (eV; the same here), forces (eV/Å), energies
+    (per atom, eV), and stress (Voigt, eV/Å³, ASE's sign) for periodic atoms; asking
+    a molecule for stress raises ASE's ``PropertyNotImplementedError``.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+
+    def __init__(self, model="default", device="auto", **kwargs):
+        Calculator.__init__(self, **kwargs)
+        self.model = model if isinstance(model, Model) else Model(model, device=device)
+        # Resolved once: the native handles are what each call uses.
+        self._device = _device(device) if device is not None else self.model.device
+        self._evaluate = self.model._native.evaluate
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        Calculator.calculate(self, atoms, properties, system_changes)
+        a = self.atoms
+        n = len(a)
+        pbc = a.pbc
+        energy, forces, energies, stress = self._evaluate(
+            self._device, (a.numbers, a.positions, np.array([n], dtype=np.int64), a.cell.array[None], pbc[None])
+        )
+        e = float(energy[0])
+        self.results = {"energy": e, "free_energy": e, "forces": forces, "energies": energies}
+        if pbc.any():
+            self.results["stress"] = _voigt(stress[0])
+
+    def calculate_batch(self, atoms_list, properties=None) -> list:
+        """Energy, free_energy, forces, energies (and stress of periodic ones) of
+        every ``Atoms`` in ``atoms_list``, in one batched engine call. Returns one
+        dict per ``Atoms`` (arrays are views into the batch's arrays); neither the
+        ``Atoms`` nor this calculator's cache change."""
+        atoms_list = list(atoms_list)
+        batch, offsets = batch_arrays(atoms_list)
+        energy, forces, energies, stress = self._evaluate(self._device, batch)
+        per_forces, per_energies = split(forces, offsets), split(energies, offsets)
+        periodic = batch[4].any(axis=1)
+        out = []
+        for k in range(len(atoms_list)):
+            e = float(energy[k])
+            r = {"energy": e, "free_energy": e, "forces": per_forces[k], "energies": per_energies[k]}
+            if periodic[k]:
+                r["stress"] = _voigt(stress[k])
+            out.append(r)
+        return out
