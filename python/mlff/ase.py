@@ -24,6 +24,19 @@ from ._structures import batch_arrays, split
 __all__ = ["MLFFCalculator"]
 
 
+_ARRAY_CHANGES = [name for name in all_changes if name not in ("cell", "pbc")]
+
+
+def _same(a, b, tol: float) -> bool:
+    """ASE's ``equal(a, b, atol=tol)``: same shape and |a − b| ≤ tol (NaN never equal)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return False
+    if (a == b).all():
+        return True
+    return a.dtype.kind != "b" and b.dtype.kind != "b" and bool((np.abs(a - b) <= tol).all())
+
+
 def _voigt(s: np.ndarray) -> np.ndarray:
     """3×3 stress in ASE's Voigt order xx, yy, zz, yz, xz, xy."""
     return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
@@ -52,8 +65,29 @@ class MLFFCalculator(Calculator):
         self._device = _device(device) if device is not None else self.model.device
         self._evaluate = self.model._native.evaluate
 
+    def check_state(self, atoms, tol=1e-15):
+        """ASE's ``compare_atoms`` (same properties, same tolerance, ``ignored_changes``
+        honoured) without its per-array ``np.allclose``, which costs more than a
+        GPU evaluation of a small molecule: exact equality first, then |a − b| ≤ tol."""
+        old = self.atoms
+        if old is None:
+            return list(all_changes)
+        changes = []
+        ignored = self.ignored_changes
+        if "cell" not in ignored and not _same(old.cell.array, atoms.cell.array, tol):
+            changes.append("cell")
+        if "pbc" not in ignored and not _same(old.pbc, atoms.pbc, tol):
+            changes.append("pbc")
+        a1, a2 = old.arrays, atoms.arrays
+        for name in _ARRAY_CHANGES:
+            if name in ignored:
+                continue
+            if (name in a1) != (name in a2) or (name in a1 and not _same(a1[name], a2[name], tol)):
+                changes.append(name)
+        return changes
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        Calculator.calculate(self, atoms, properties, system_changes)
+        Calculator.calculate(self, atoms, properties, system_changes)  # keeps a copy as self.atoms
         a = self.atoms
         n = len(a)
         pbc = a.pbc

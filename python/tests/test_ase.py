@@ -197,3 +197,36 @@ def test_reference_file_read_by_ase_and_by_the_engine_agree():
         np.testing.assert_array_equal(a.positions, e["positions"])
         assert a.get_potential_energy() == e["energy"]
         assert a.info["name"] == e["info"]["name"]
+
+
+def test_check_state_agrees_with_ase(calc, molecules):
+    """The calculator's faster check_state gives ASE's compare_atoms answers."""
+    from ase.calculators.calculator import compare_atoms
+
+    base = molecules[3].copy()
+    base.calc = calc
+    base.get_potential_energy()
+    variants = []
+    for change in range(9):
+        a = base.copy()
+        if change == 1:
+            a.positions[2, 1] += 1e-9
+        elif change == 2:
+            a.positions[2, 1] += 1e-16  # below ASE's tolerance
+        elif change == 3:
+            a.numbers[0] = 7
+        elif change == 4:
+            a.cell = [5.0, 5.0, 5.0]
+        elif change == 5:
+            a.pbc = [True, False, False]
+        elif change == 6:
+            a.set_initial_charges(np.ones(len(a)))
+        elif change == 7:
+            a.positions[0, 0] = np.nan
+        elif change == 8:
+            a.set_initial_magnetic_moments(np.zeros(len(a)))
+        variants.append(a)
+    for a in variants:
+        assert sorted(calc.check_state(a)) == sorted(compare_atoms(calc.atoms, a)), a
+    fresh = MLFFCalculator(calc.model, device="cpu")
+    assert sorted(fresh.check_state(base)) == sorted(compare_atoms(None, base))

@@ -149,3 +149,39 @@ def test_devices_are_made_once():
     assert mlff.device("cpu") is mlff.device("CPU")
     assert not mlff.device("cpu").is_gpu
     assert "CPU" in mlff.device("cpu").describe()
+
+
+def test_the_gil_is_free_while_the_engine_works(default_model, molecules):
+    """Another Python thread runs during a long engine call (it could not, were the
+    GIL held), and threads sharing one model get the serial results."""
+    import threading
+
+    big = list(molecules) * 60
+    started = threading.Event()
+    out = []
+
+    def work():
+        started.set()
+        out.append(default_model.evaluate(big))
+
+    t = threading.Thread(target=work)
+    t.start()
+    started.wait()
+    spins = 0
+    while t.is_alive():
+        spins += 1
+    t.join()
+    assert len(out[0]) == len(big)
+    assert spins > 1000, f"the main thread ran only {spins} loop iterations during the call"
+
+    expected = [r.energy for r in default_model.evaluate(list(molecules))]
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.extend([r.energy for r in default_model.evaluate(list(molecules))] for _ in range(5)))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [expected] * 15
