@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from . import _mlff
-from ._structures import batch_arrays, is_atoms, is_structure, single_batch, split
+from ._structures import batch_arrays, evaluate_list, is_atoms, is_structure, single_batch, split
 
 __version__ = _mlff.__version__
 __all__ = [
@@ -94,13 +94,12 @@ class Result:
         return f"<mlff.Result energy={self.energy:.6f} eV, {len(self.forces)} atoms{stress}>"
 
 
-def _results(arrays, offsets: np.ndarray) -> list:
+def _results(arrays, offsets: list) -> list:
     energy, forces, energies, stress = arrays
-    per_forces, per_energies = split(forces, offsets), split(energies, offsets)
-    periodic = ~np.isnan(stress[:, 0, 0])
+    periodic = (~np.isnan(stress[:, 0, 0])).tolist()
     return [
-        Result(float(energy[k]), per_forces[k], per_energies[k], stress[k] if periodic[k] else None)
-        for k in range(len(energy))
+        Result(e, forces[a:b], energies[a:b], stress[k] if periodic[k] else None)
+        for k, (e, a, b) in enumerate(zip(energy.tolist(), offsets, offsets[1:]))
     ]
 
 
@@ -157,12 +156,11 @@ class Model:
         if is_structure(structures):
             batch = single_batch(structures)
             arrays = self._native.evaluate(self._device_for(device), batch)
-            return _results(arrays, np.array([0, len(batch[0])]))[0]
+            return _results(arrays, [0, len(batch[0])])[0]
         if isinstance(structures, (str, bytes)) or not hasattr(structures, "__iter__"):
             raise TypeError(f"evaluate takes a structure or a list of structures, not {type(structures).__name__}")
-        structures = list(structures)
-        batch, offsets = batch_arrays(structures)
-        return _results(self._native.evaluate(self._device_for(device), batch), offsets)
+        arrays, offsets = evaluate_list(self._native, self._device_for(device), list(structures))
+        return _results(arrays, offsets)
 
     def evaluate_arrays(self, numbers, positions, counts, cells, pbc, device=None) -> dict:
         """The batched call on arrays as the engine takes them: numbers (N,),
@@ -315,7 +313,7 @@ class RelaxFrame:
     def __init__(self, step, active, counts, positions, cells, energy, forces):
         self.step = step
         self.active = active
-        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.positions = positions
         self.cells = cells
         self.energy = energy
@@ -430,7 +428,7 @@ class MolecularDynamics:
         items = [s for s in items for _ in range(replicas)]
         batch, offsets = batch_arrays(items)
         self.model = model
-        self.offsets = offsets
+        self.offsets = np.asarray(offsets)
         self._templates = [(n, c, p) for n, c, p in zip(split(batch[0], offsets), batch[3], batch[4])]
         bath = float(temperature) if temperature is not None else 0.0
         self._native = _mlff.Dynamics(

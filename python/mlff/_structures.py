@@ -103,20 +103,24 @@ def structure_arrays(s):
 
 
 def batch_arrays(structures):
-    """The engine's batch tuple and the atom offsets of a list of structures."""
+    """The engine's batch tuple and the atom offsets (a list of ints) of a list of
+    structures."""
     parts = [structure_arrays(s) for s in structures]
     counts = np.fromiter((len(p[0]) for p in parts), dtype=np.int64, count=len(parts))
     if parts:
         numbers = np.concatenate([p[0] for p in parts])
         positions = np.concatenate([p[1] for p in parts])
-        cells = np.stack([p[2] for p in parts])
-        pbc = np.stack([p[3] for p in parts])
+        cells = np.array([p[2] for p in parts])
+        pbc = np.array([p[3] for p in parts], dtype=bool)
     else:
         numbers, positions = np.zeros(0, np.int64), np.zeros((0, 3))
         cells, pbc = np.zeros((0, 3, 3)), np.zeros((0, 3), dtype=bool)
-    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return (numbers, positions, counts, cells, pbc), offsets
+    return (numbers, positions, counts, cells, pbc), offsets_of(counts)
+
+
+def offsets_of(counts: np.ndarray) -> list:
+    """[0, n0, n0 + n1, …] as Python ints (slicing with them is cheaper)."""
+    return [0, *np.cumsum(counts).tolist()]
 
 
 def single_batch(s):
@@ -125,6 +129,18 @@ def single_batch(s):
     return (numbers, positions, np.array([len(numbers)], dtype=np.int64), cell[None], pbc[None])
 
 
-def split(array: np.ndarray, offsets: np.ndarray):
+def evaluate_list(native, device, structures: list):
+    """The engine's concatenated results and the atom offsets of a list of
+    structures: a list of ``ase.Atoms`` is read in Rust in one pass (the fast path
+    of ``calculate_batch``), anything else through `batch_arrays`."""
+    if structures and not isinstance(structures[0], tuple):
+        fast = native.evaluate_atoms(device, structures)
+        if fast is not None:
+            return fast
+    batch, offsets = batch_arrays(structures)
+    return native.evaluate(device, batch), offsets
+
+
+def split(array: np.ndarray, offsets: list):
     """Per-structure views of a concatenated per-atom array."""
-    return [array[offsets[k] : offsets[k + 1]] for k in range(len(offsets) - 1)]
+    return [array[a:b] for a, b in zip(offsets, offsets[1:])]

@@ -14,14 +14,16 @@ one batched engine call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from . import Model
 from . import device as _device
-from ._structures import batch_arrays, split
+from ._structures import evaluate_list
 
-__all__ = ["MLFFCalculator"]
+__all__ = ["BatchResults", "MLFFCalculator"]
 
 
 _ARRAY_CHANGES = [name for name in all_changes if name not in ("cell", "pbc")]
@@ -99,21 +101,41 @@ class MLFFCalculator(Calculator):
         if pbc.any():
             self.results["stress"] = _voigt(stress[0])
 
-    def calculate_batch(self, atoms_list, properties=None) -> list:
+    def calculate_batch(self, atoms_list, properties=None) -> "BatchResults":
         """Energy, free_energy, forces, energies (and stress of periodic ones) of
-        every ``Atoms`` in ``atoms_list``, in one batched engine call. Returns one
-        dict per ``Atoms`` (arrays are views into the batch's arrays); neither the
+        every ``Atoms`` in ``atoms_list``, in one batched engine call. Returns a
+        sequence of one dict per ``Atoms`` (see :class:`BatchResults`); neither the
         ``Atoms`` nor this calculator's cache change."""
-        atoms_list = list(atoms_list)
-        batch, offsets = batch_arrays(atoms_list)
-        energy, forces, energies, stress = self._evaluate(self._device, batch)
-        per_forces, per_energies = split(forces, offsets), split(energies, offsets)
-        periodic = batch[4].any(axis=1)
-        out = []
-        for k in range(len(atoms_list)):
-            e = float(energy[k])
-            r = {"energy": e, "free_energy": e, "forces": per_forces[k], "energies": per_energies[k]}
-            if periodic[k]:
-                r["stress"] = _voigt(stress[k])
-            out.append(r)
-        return out
+        arrays, offsets = evaluate_list(self.model._native, self._device, list(atoms_list))
+        return BatchResults(*arrays, offsets)
+
+
+class BatchResults(Sequence):
+    """The results of ``calculate_batch``: a sequence of one dict per structure
+    (``energy``, ``free_energy``, ``forces``, ``energies``, and ``stress`` in Voigt
+    order where periodic), each made when read, its arrays views into the batch's.
+    The batch's own arrays are attributes: ``energy`` (S,), ``forces`` (N, 3),
+    ``energies`` (N,), ``stress`` (S, 3, 3; NaN where not periodic) and ``offsets``
+    (structure s is atoms ``offsets[s]:offsets[s + 1]``)."""
+
+    __slots__ = ("energy", "forces", "energies", "stress", "offsets")
+
+    def __init__(self, energy, forces, energies, stress, offsets):
+        self.energy, self.forces, self.energies, self.stress, self.offsets = energy, forces, energies, stress, offsets
+
+    def __len__(self) -> int:
+        return len(self.energy)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        k = range(len(self))[k]  # negative indices, and IndexError past the end
+        a, b = self.offsets[k], self.offsets[k + 1]
+        e = float(self.energy[k])
+        r = {"energy": e, "free_energy": e, "forces": self.forces[a:b], "energies": self.energies[a:b]}
+        if not np.isnan(self.stress[k, 0, 0]):
+            r["stress"] = _voigt(self.stress[k])
+        return r
+
+    def __repr__(self) -> str:
+        return f"<mlff BatchResults of {len(self)} structures>"

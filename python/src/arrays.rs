@@ -12,7 +12,9 @@ use numpy::{
     PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3,
     PyUntypedArrayMethods,
 };
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
 
 /// The five input arrays of a batch, borrowed from numpy: one Python tuple
 /// `(numbers, positions, counts, cells, pbc)`.
@@ -113,6 +115,75 @@ fn check_density(s: &Structure, index: usize, cutoff: f64) -> PyResult<()> {
         );
     }
     Ok(())
+}
+
+/// The structures of a list of `ase.Atoms`, read in one pass (numbers and positions
+/// from `atoms.arrays`, `atoms.cell.array`, `atoms.pbc`), without the concatenated
+/// arrays the general path builds: a batch of 1,000 small molecules costs about a
+/// microsecond per molecule here instead of several in Python. `None` when an item
+/// is not laid out as an `ase.Atoms` (the general path then says what is wrong).
+pub fn atoms_structures(list: &Bound<'_, PyList>, cutoff: f64) -> PyResult<Option<Vec<Structure>>> {
+    let mut out = Vec::with_capacity(list.len());
+    for (s, item) in list.iter().enumerate() {
+        let Some(parts) = atoms_parts(&item)? else { return Ok(None) };
+        let (numbers, positions, cell, pbc) = parts;
+        let (numbers, positions, cell, pbc) =
+            (numbers.as_array(), positions.as_array(), cell.as_array(), pbc.as_array());
+        if positions.shape()[1] != 3
+            || numbers.len() != positions.shape()[0]
+            || cell.shape() != [3, 3]
+            || pbc.len() != 3
+        {
+            return Ok(None);
+        }
+        let mut z = Vec::with_capacity(numbers.len());
+        for (i, &n) in numbers.iter().enumerate() {
+            match u32::try_from(n) {
+                Ok(n) => z.push(n),
+                Err(_) => return value_error!("structure {s}: atom {i} has atomic number {n}, which is no element"),
+            }
+        }
+        let r = positions.rows().into_iter().map(|p| [p[0], p[1], p[2]]).collect();
+        let periodic = [pbc[0], pbc[1], pbc[2]];
+        out.push(if periodic.iter().any(|&p| p) {
+            let structure =
+                Structure::periodic(z, r, std::array::from_fn(|a| std::array::from_fn(|b| cell[[a, b]])), periodic);
+            structure.validate(s).py()?;
+            check_density(&structure, s, cutoff)?;
+            structure
+        } else {
+            Structure::molecule(z, r)
+        });
+    }
+    Ok(Some(out))
+}
+
+type AtomsParts<'py> =
+    (PyReadonlyArray1<'py, i64>, PyReadonlyArray2<'py, f64>, PyReadonlyArray2<'py, f64>, PyReadonlyArray1<'py, bool>);
+
+/// An `ase.Atoms`' numbers, positions, cell and pbc arrays, or `None`.
+fn atoms_parts<'py>(item: &Bound<'py, PyAny>) -> PyResult<Option<AtomsParts<'py>>> {
+    let py = item.py();
+    let Ok(arrays) = item.getattr(intern!(py, "arrays")) else { return Ok(None) };
+    let Ok(arrays) = arrays.cast_into::<PyDict>() else { return Ok(None) };
+    let (Some(numbers), Some(positions)) =
+        (arrays.get_item(intern!(py, "numbers"))?, arrays.get_item(intern!(py, "positions"))?)
+    else {
+        return Ok(None);
+    };
+    let Ok(cell) = item.getattr(intern!(py, "cell")).and_then(|c| c.getattr(intern!(py, "array"))) else {
+        return Ok(None);
+    };
+    let Ok(pbc) = item.getattr(intern!(py, "pbc")) else { return Ok(None) };
+    let (Ok(numbers), Ok(positions), Ok(cell), Ok(pbc)) = (
+        numbers.cast_into::<PyArray1<i64>>(),
+        positions.cast_into::<PyArray2<f64>>(),
+        cell.cast_into::<PyArray2<f64>>(),
+        pbc.cast_into::<PyArray1<bool>>(),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some((numbers.readonly(), positions.readonly(), cell.readonly(), pbc.readonly())))
 }
 
 /// Results of a batch, concatenated: energy (S,), forces (N, 3), per-atom energies

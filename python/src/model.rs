@@ -1,7 +1,7 @@
 //! `Model` and `Device`: loading, evaluating batches, and timing the Rust API alone
 //! (so that a benchmark measures the Python layer's overhead in the same session).
 
-use crate::arrays::{points_f64, BatchArrays, BatchResultArrays, BatchResults};
+use crate::arrays::{atoms_structures, points_f64, BatchArrays, BatchResultArrays, BatchResults};
 use crate::errors::guarded;
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
@@ -132,6 +132,27 @@ impl Model {
         let (model, device) = (&self.inner, &device.inner);
         let results = py.detach(|| guarded(|| model.evaluate(device, &structures).map(|p| BatchResults::new(&p))))?;
         results.into_py(py)
+    }
+
+    /// `evaluate` of a list of `ase.Atoms`, read directly (see `atoms_structures`),
+    /// with the atom offsets `[0, n0, n0 + n1, …]`; `None` if an item is not laid out
+    /// as an `ase.Atoms`.
+    #[allow(clippy::type_complexity)]
+    fn evaluate_atoms<'py>(
+        &self,
+        py: Python<'py>,
+        device: &Device,
+        atoms: &Bound<'py, PyList>,
+    ) -> PyResult<Option<(BatchResultArrays<'py>, Vec<usize>)>> {
+        let Some(structures) = atoms_structures(atoms, self.inner.cutoff() as f64)? else { return Ok(None) };
+        let mut offsets = Vec::with_capacity(structures.len() + 1);
+        offsets.push(0);
+        for s in &structures {
+            offsets.push(offsets[offsets.len() - 1] + s.len());
+        }
+        let (model, device) = (&self.inner, &device.inner);
+        let results = py.detach(|| guarded(|| model.evaluate(device, &structures).map(|p| BatchResults::new(&p))))?;
+        Ok(Some((results.into_py(py)?, offsets)))
     }
 
     /// Seconds of each of `repeats` calls of the Rust API (`Model::evaluate` with the

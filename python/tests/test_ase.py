@@ -119,7 +119,12 @@ def test_calculate_batch_is_one_call_with_the_same_numbers(calc, molecules):
         np.testing.assert_array_equal(r["energies"], single.energies)
         assert ("stress" in r) == atoms.pbc.any()
     np.testing.assert_array_equal(batch[-1]["stress"], box.get_stress())
-    assert calc.calculate_batch([]) == []
+    np.testing.assert_array_equal(batch[-1]["forces"], batch[len(batch) - 1]["forces"])
+    assert [r["energy"] for r in batch[1:3]] == [r["energy"] for r in list(batch)[1:3]]
+    np.testing.assert_array_equal(batch.energy, [r["energy"] for r in batch])
+    with pytest.raises(IndexError):
+        batch[len(batch)]
+    assert len(calc.calculate_batch([])) == 0
 
 
 def test_velocity_verlet_conserves_energy(calc, dimer):

@@ -64,6 +64,11 @@ def test_a_batch_gives_the_single_results(default_model, molecules):
         np.testing.assert_array_equal(a.forces, b.forces)
         np.testing.assert_array_equal(a.energies, b.energies)
     assert default_model.evaluate([]) == []
+    # A list of ase.Atoms is read in Rust; tuples go through numpy: the same numbers.
+    as_tuples = default_model.evaluate([(m.numbers, m.positions, m.cell.array, m.pbc) for m in molecules])
+    for a, b in zip(as_tuples, batch):
+        assert a.energy == b.energy
+        np.testing.assert_array_equal(a.forces, b.forces)
     arrays = default_model.evaluate_arrays(
         np.concatenate([m.numbers for m in molecules]),
         np.concatenate([m.positions for m in molecules]),
