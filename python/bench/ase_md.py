@@ -27,7 +27,9 @@ def main():
     device = args.device
     cli = [path, "--steps", str(args.steps), "--every", str(args.steps), "--device", device, "--temperature", "0"]
     cli_rate = median([cli_md_steps_per_second(["default", *cli]) for _ in range(args.repeats)])
-    print(f"ASE VelocityVerlet + MLFFCalculator, benzene dimer (24 atoms), {device}: {ase_rate:,.0f} steps/s (median of {args.repeats} × {args.steps} steps)")
+    print(
+        f"ASE VelocityVerlet + MLFFCalculator, benzene dimer (24 atoms), {device}: {ase_rate:,.0f} steps/s (median of {args.repeats} × {args.steps} steps)"
+    )
     print(f"mlff md default, same system and device:                {cli_rate:,.0f} steps/s")
     print(f"ASE loop / mlff md: {ase_rate / cli_rate:.3f}   (issue 19's aim: >= 3,000 steps/s through ASE)")
 

@@ -40,7 +40,9 @@ def main():
     p, a, r = median(python), median(read_all), median(rust)
     atoms = sum(len(a) for a in atoms_list)
     print(f"{args.molecules} molecules ({atoms} atoms), {device.describe()}, medians of {args.repeats}:")
-    print(f"  Rust API (Model::evaluate, timed in Rust)     {1e3 * r:8.3f} ms  ({1e6 * r / args.molecules:.2f} µs per molecule)")
+    print(
+        f"  Rust API (Model::evaluate, timed in Rust)     {1e3 * r:8.3f} ms  ({1e6 * r / args.molecules:.2f} µs per molecule)"
+    )
     print(f"  MLFFCalculator.calculate_batch                {1e3 * p:8.3f} ms  ratio {p / r:.3f}")
     print(f"  calculate_batch, every result dict read       {1e3 * a:8.3f} ms  ratio {a / r:.3f}")
     print("issue 19's aim: calculate_batch within 1.3× of the Rust API")

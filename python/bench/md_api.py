@@ -16,7 +16,9 @@ args = arguments(__doc__, steps=4000, repeats=3)
 def main():
     model = mlff.Model("default", device=args.device)
     path = dimer_file()
-    print(f"MD, NVE 0.5 fs, every 100 steps, {model.device.describe()}, medians of {args.repeats} runs of {args.steps} steps:")
+    print(
+        f"MD, NVE 0.5 fs, every 100 steps, {model.device.describe()}, medians of {args.repeats} runs of {args.steps} steps:"
+    )
     for replicas in (1, 256):
         ours = []
         for _ in range(args.repeats):
@@ -29,7 +31,9 @@ def main():
         cli_args += ["--device", args.device, "--temperature", "300"]
         cli = [cli_md_steps_per_second(["default", *cli_args]) for _ in range(args.repeats)]
         o, c = median(ours), median(cli)
-        print(f"  dimer × {replicas:3d}: Python API {o:10,.0f} steps/s   mlff md {c:10,.0f} steps/s   mlff md / Python {c / o:.3f}")
+        print(
+            f"  dimer × {replicas:3d}: Python API {o:10,.0f} steps/s   mlff md {c:10,.0f} steps/s   mlff md / Python {c / o:.3f}"
+        )
     print("issue 19's aim: the Python MD API within 1.1× of mlff md")
 
 

@@ -40,17 +40,29 @@ def main():
         atoms.get_forces()
 
     model.evaluate(atoms)  # warm-up: weights and the batch shape on the device
-    rows = {"Rust API (Model::evaluate, timed in Rust)": [], "mlff.Model.evaluate(atoms)": [], "ASE atoms.get_forces() after a move": []}
+    rows = {
+        "Rust API (Model::evaluate, timed in Rust)": [],
+        "mlff.Model.evaluate(atoms)": [],
+        "ASE atoms.get_forces() after a move": [],
+    }
     for _ in range(args.repeats):
         # Interleaved, so that drifts of the device's clocks hit all three alike.
-        rows["Rust API (Model::evaluate, timed in Rust)"].append(median(model._native.time_evaluate(device, batch, args.calls)))
+        rows["Rust API (Model::evaluate, timed in Rust)"].append(
+            median(model._native.time_evaluate(device, batch, args.calls))
+        )
         rows["mlff.Model.evaluate(atoms)"].append(per_call(lambda: model.evaluate(atoms), args.calls))
         rows["ASE atoms.get_forces() after a move"].append(per_call(ase_call, args.calls))
     rust = median(rows["Rust API (Model::evaluate, timed in Rust)"])
-    print(f"per-call time, benzene dimer (24 atoms), {device.describe()}, medians of {args.repeats} × {args.calls} calls:")
+    print(
+        f"per-call time, benzene dimer (24 atoms), {device.describe()}, medians of {args.repeats} × {args.calls} calls:"
+    )
     for name, xs in rows.items():
         m = median(xs)
-        extra = "" if xs is rows["Rust API (Model::evaluate, timed in Rust)"] else f"   overhead {1e6 * (m - rust):+7.1f} µs"
+        extra = (
+            ""
+            if xs is rows["Rust API (Model::evaluate, timed in Rust)"]
+            else f"   overhead {1e6 * (m - rust):+7.1f} µs"
+        )
         print(f"  {name:45s} {1e6 * m:8.1f} µs{extra}")
     print("issue 19's aim: Python overhead per call <= 30 µs over the Rust API")
 

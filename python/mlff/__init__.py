@@ -23,7 +23,16 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from . import _mlff
-from ._structures import batch_arrays, evaluate_list, is_atoms, is_structure, single_batch, split
+from ._structures import (
+    batch_arrays,
+    evaluate_list,
+    float_array,
+    is_atoms,
+    is_structure,
+    numbers_array,
+    single_batch,
+    split,
+)
 
 __version__ = _mlff.__version__
 __all__ = [
@@ -167,8 +176,6 @@ class Model:
         positions (N, 3), counts (S,) atoms per structure, cells (S, 3, 3) rows as
         lattice vectors, pbc (S, 3). Returns concatenated ``energy`` (S,), ``forces``
         (N, 3), ``energies`` (N,) and ``stress`` (S, 3, 3), NaN where not periodic."""
-        from ._structures import float_array, numbers_array
-
         batch = (
             numbers_array(numbers),
             float_array(positions, "positions").reshape(-1, 3),
@@ -206,15 +213,17 @@ class Model:
         _check_count(steps, "steps")
         _check_count(every, "every", least=1)
         batch, offsets = batch_arrays(items)
-        wrapped = None
-        if callback is not None:
-
-            def wrapped(raw):
-                step, active, counts, positions, cells, energy, forces = raw
-                return callback(RelaxFrame(step, active, counts, positions, cells, energy, forces))
-
+        wrapped = None if callback is None else (lambda raw: callback(RelaxFrame(*raw)))
         out = _mlff.relax(
-            self._native, self._device_for(device), batch, float(fmax), int(steps), bool(cell), float(max_move), wrapped, int(every)
+            self._native,
+            self._device_for(device),
+            batch,
+            float(fmax),
+            int(steps),
+            bool(cell),
+            float(max_move),
+            wrapped,
+            int(every),
         )
         results = _relaxed(items, batch, offsets, out)
         return results[0] if single else results
@@ -277,12 +286,18 @@ class Relaxed:
 
     def __repr__(self) -> str:
         state = "converged" if self.converged else "not converged"
-        return f"<mlff.Relaxed {state} after {self.steps} steps, energy {self.energy:.6f} eV, fmax {self.fmax:.4f} eV/Å>"
+        return (
+            f"<mlff.Relaxed {state} after {self.steps} steps, energy {self.energy:.6f} eV, fmax {self.fmax:.4f} eV/Å>"
+        )
 
 
 def _relaxed(items, batch, offsets, out) -> list:
     positions, cells, energy, forces, energies, stress, steps, converged, fmax = out
-    per_positions, per_forces, per_energies = split(positions, offsets), split(forces, offsets), split(energies, offsets)
+    per_positions, per_forces, per_energies = (
+        split(positions, offsets),
+        split(forces, offsets),
+        split(energies, offsets),
+    )
     per_numbers = split(batch[0], offsets)
     return [
         Relaxed(
@@ -432,7 +447,14 @@ class MolecularDynamics:
         self._templates = [(n, c, p) for n, c, p in zip(split(batch[0], offsets), batch[3], batch[4])]
         bath = float(temperature) if temperature is not None else 0.0
         self._native = _mlff.Dynamics(
-            model._native, model._device_for(device), batch, float(timestep), thermostat, bath, float(friction), int(seed)
+            model._native,
+            model._device_for(device),
+            batch,
+            float(timestep),
+            thermostat,
+            bath,
+            float(friction),
+            int(seed),
         )
         if isinstance(velocities, str) and velocities == "atoms":
             from ase import units
@@ -450,8 +472,6 @@ class MolecularDynamics:
 
     def set_velocities(self, velocities) -> None:
         """Every atom's velocity, (N, 3) Å/fs."""
-        from ._structures import float_array
-
         v = float_array(velocities, "velocities")
         if v.shape != (self.num_atoms, 3):
             raise ValueError(f"velocities must have shape ({self.num_atoms}, 3), not {v.shape}")

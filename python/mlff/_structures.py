@@ -89,8 +89,7 @@ def structure_arrays(s):
         return s.numbers, s.positions, s.cell.array, s.pbc
     if not isinstance(s, tuple) or not 2 <= len(s) <= 4:
         raise TypeError(
-            "a structure is an ase.Atoms or a tuple (numbers, positions[, cell, pbc]), "
-            f"not {type(s).__name__}"
+            "a structure is an ase.Atoms or a tuple (numbers, positions[, cell, pbc]), " f"not {type(s).__name__}"
         )
     numbers, positions = numbers_array(s[0]), positions_array(s[1])
     cell = s[2] if len(s) > 2 else None

@@ -82,8 +82,8 @@ class MLFFModel(ModelInterface):
         engine_device=None,
     ):
         super().__init__()
-        self._device = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu"
+        self._device = (
+            torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         )
         self._dtype = dtype
         self._compute_forces = compute_forces

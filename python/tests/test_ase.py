@@ -173,7 +173,9 @@ def test_results_survive_extxyz_write_and_read(calc, tmp_path):
     box.calc = MLFFCalculator(calc.model, device="cpu")
     water = Atoms("OH2", positions=[[0, 0, 0.1], [0, 0.76, -0.5], [0, -0.76, -0.5]])
     water.calc = MLFFCalculator(calc.model, device="cpu")
-    expected = [(a.get_potential_energy(), a.get_forces(), a.get_stress() if a.pbc.any() else None) for a in (box, water)]
+    expected = [
+        (a.get_potential_energy(), a.get_forces(), a.get_stress() if a.pbc.any() else None) for a in (box, water)
+    ]
     path = tmp_path / "out.extxyz"
     write(path, [box, water], format="extxyz")
     back = read(path, ":", format="extxyz")

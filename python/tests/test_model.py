@@ -182,7 +182,9 @@ def test_the_gil_is_free_while_the_engine_works(default_model, molecules):
     expected = [r.energy for r in default_model.evaluate(list(molecules))]
     results = []
     threads = [
-        threading.Thread(target=lambda: results.extend([r.energy for r in default_model.evaluate(list(molecules))] for _ in range(5)))
+        threading.Thread(
+            target=lambda: results.extend([r.energy for r in default_model.evaluate(list(molecules))] for _ in range(5))
+        )
         for _ in range(3)
     ]
     for t in threads:

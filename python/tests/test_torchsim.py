@@ -91,7 +91,9 @@ def off_symmetry(state):
     counts = torch.bincount(s.system_idx)
     starts = torch.cumsum(counts, 0) - counts
     local = torch.arange(s.n_atoms, device=s.positions.device) - starts[s.system_idx]
-    phase = local.to(s.positions.dtype)[:, None] * torch.tensor([0.7, 1.3, 2.9], dtype=s.positions.dtype, device=s.positions.device)
+    phase = local.to(s.positions.dtype)[:, None] * torch.tensor(
+        [0.7, 1.3, 2.9], dtype=s.positions.dtype, device=s.positions.device
+    )
     s.positions = s.positions + 0.04 * torch.sin(phase + 0.3)
     return s
 
