@@ -24,11 +24,17 @@ def is_atoms(obj) -> bool:
 def is_structure(obj) -> bool:
     """A single structure: an ``ase.Atoms`` or a tuple ``(numbers, positions[, cell, pbc])``.
 
-    A list is always a batch; a tuple is a structure unless its first item is itself
-    a structure (a tuple of structures)."""
+    A list is always a batch; a tuple is a batch only if its first item is itself a
+    structure (``((8, 1, 1), positions)`` is one water molecule)."""
     if is_atoms(obj):
         return True
-    return isinstance(obj, tuple) and 2 <= len(obj) <= 4 and not (is_atoms(obj[0]) or isinstance(obj[0], tuple))
+    return isinstance(obj, tuple) and 2 <= len(obj) <= 4 and not _looks_like_structure(obj[0])
+
+
+def _looks_like_structure(item) -> bool:
+    if is_atoms(item):
+        return True
+    return isinstance(item, tuple) and 2 <= len(item) <= 4 and np.ndim(item[0]) >= 1
 
 
 def numbers_array(numbers) -> np.ndarray:

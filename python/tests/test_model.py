@@ -42,6 +42,10 @@ def test_structure_forms_agree(default_model, molecules):
     by_tuple = default_model.evaluate((benzene.numbers, benzene.positions))
     by_symbols = default_model.evaluate((benzene.get_chemical_symbols(), benzene.positions.tolist()))
     by_int32 = default_model.evaluate((benzene.numbers.astype(np.int32), benzene.positions.astype(np.float32)))
+    by_plain_tuples = default_model.evaluate((tuple(benzene.numbers.tolist()), tuple(map(tuple, benzene.positions))))
+    assert by_plain_tuples.energy == by_atoms.energy
+    pair = default_model.evaluate(((benzene.numbers, benzene.positions), (benzene.numbers, benzene.positions)))
+    assert [r.energy for r in pair] == [by_atoms.energy] * 2
     for r in (by_tuple, by_symbols):
         assert r.energy == by_atoms.energy
         np.testing.assert_array_equal(r.forces, by_atoms.forces)
