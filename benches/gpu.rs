@@ -12,6 +12,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput};
 use mlff::gpu::Gpu;
 use mlff::gpu_neighbors::GpuCellList;
+use mlff::model::fused::{FusedPainnGpu, FusedPainnWeights, FusedStudentGpu, FusedStudentWeights};
 use mlff::model::gpu::{GpuWeights, Workspace};
 use mlff::{Batch, Device, Model, Structure};
 use std::sync::Arc;
@@ -117,6 +118,24 @@ fn model_benches(c: &mut Criterion, gpu: &Arc<Gpu>, model: &Model, group_name: &
         group.bench_function(BenchmarkId::new("energy_forces", name), |b| {
             b.iter(|| ws.run(&weights, &batch.positions, true, &batch).unwrap())
         });
+    }
+    // The fused small-structure engine on the same molecules (issue 20): one launch.
+    for (name, structures) in [&cases[0], &cases[3]] {
+        let batch = Batch::new(structures).unwrap();
+        let mut run: Box<dyn FnMut()> = match model.weights() {
+            mlff::model::Weights::Student(w) => {
+                let mut engine = FusedStudentGpu::new(gpu.clone(), &FusedStudentWeights::new(w).unwrap()).unwrap();
+                Box::new(move || assert!(engine.evaluate(&batch, true).unwrap().faults.iter().all(|&f| f == 0)))
+            }
+            mlff::model::Weights::Painn(w) => {
+                let mut engine = FusedPainnGpu::new(gpu.clone(), &FusedPainnWeights::new(w).unwrap()).unwrap();
+                Box::new(move || assert!(engine.evaluate(&batch, true).unwrap().faults.iter().all(|&f| f == 0)))
+            }
+        };
+        for _ in 0..3 {
+            run();
+        }
+        group.bench_function(BenchmarkId::new("fused_energy_forces", name), |b| b.iter(&mut run));
     }
     let device = Device::Gpu(gpu.clone());
     for (name, structures) in [&cases[0], &cases[3]] {

@@ -5,7 +5,7 @@ mod common;
 
 use common::gpu_or_skip;
 use mlff::dynamics::{Dynamics, MdSettings, Report, Thermostat};
-use mlff::relax::{relax, FireSettings};
+use mlff::relax::{relax, relax_observed, FireSettings};
 use mlff::{Device, Model, Structure};
 use std::sync::Arc;
 
@@ -132,6 +132,43 @@ fn assert_colliding_pair_is_an_error(device: &Device) {
     md.set_velocities(&[[1e-3, 0.0, 0.0], [-1e-3, 0.0, 0.0]]).unwrap();
     let e = md.run(4, 2, |_| Ok(())).unwrap_err().to_string();
     assert!(e.contains("MD step 1") && e.contains("on top of each other"), "{}: {e}", device.describe());
+}
+
+/// `relax_observed` shows each still-relaxing structure every iteration, its last
+/// view is the result, and an error from the observer stops the relaxation.
+#[test]
+fn relax_observed_shows_every_step_and_can_stop() {
+    let cpu = Device::cpu().unwrap();
+    let model = demo();
+    let structures = samples();
+    let settings = FireSettings { fmax: 2e-3, max_steps: 400, ..Default::default() };
+    let plain = relax(&model, &cpu, &structures, settings, |_, _| {}).unwrap();
+    let mut last: Vec<Option<(usize, f64, Structure)>> = vec![None; structures.len()];
+    let mut steps_seen = 0;
+    let observed = relax_observed(&model, &cpu, &structures, settings, |s| {
+        assert_eq!(s.step, steps_seen);
+        steps_seen += 1;
+        assert_eq!(s.active.len(), s.structures.len());
+        assert_eq!(s.active.len(), s.predictions.len());
+        for ((&k, structure), p) in s.active.iter().zip(s.structures).zip(s.predictions) {
+            last[k] = Some((s.step, p.energy, structure.clone()));
+        }
+        Ok(())
+    })
+    .unwrap();
+    for (k, (o, p)) in observed.iter().zip(&plain).enumerate() {
+        assert_eq!(o.prediction, p.prediction, "molecule {k}: observing changed the result");
+        let (step, energy, structure) = last[k].clone().unwrap();
+        assert_eq!((step, energy), (o.steps, o.prediction.energy), "molecule {k}");
+        assert_eq!(structure, o.structure);
+    }
+    let stopped = relax_observed(&model, &cpu, &structures, settings, |s| {
+        if s.step == 3 {
+            return Err(mlff::Error::InvalidInput("stop here".into()));
+        }
+        Ok(())
+    });
+    assert!(stopped.unwrap_err().to_string().contains("stop here"));
 }
 
 #[test]

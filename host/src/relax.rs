@@ -164,6 +164,17 @@ impl Fire {
     }
 }
 
+/// What [`relax_observed`] shows after each model call: the structures still
+/// relaxing, at their current coordinates, with the model's results there.
+pub struct RelaxStep<'a> {
+    /// Iteration; 0 is the input geometry.
+    pub step: usize,
+    /// Indices (into the input) of the structures shown, ascending.
+    pub active: &'a [usize],
+    pub structures: &'a [Structure],
+    pub predictions: &'a [Prediction],
+}
+
 /// Relaxes every structure; `on_step(step, active)` is told how many are still going.
 pub fn relax(
     model: &Model,
@@ -172,7 +183,32 @@ pub fn relax(
     settings: FireSettings,
     mut on_step: impl FnMut(usize, usize),
 ) -> Result<Vec<Relaxed>> {
-    if !(settings.fmax > 0.0 && settings.fmax.is_finite() && settings.max_move > 0.0 && settings.max_move.is_finite()) {
+    fire(model, device, structures, settings, &mut on_step, &mut |_| Ok(()))
+}
+
+/// [`relax`] that shows every iteration's structures and results to `observe`
+/// (e.g. to write a trajectory); an error from `observe` stops the relaxation.
+pub fn relax_observed(
+    model: &Model,
+    device: &Device,
+    structures: &[Structure],
+    settings: FireSettings,
+    mut observe: impl FnMut(&RelaxStep) -> Result<()>,
+) -> Result<Vec<Relaxed>> {
+    fire(model, device, structures, settings, &mut |_, _| {}, &mut observe)
+}
+
+fn fire(
+    model: &Model,
+    device: &Device,
+    structures: &[Structure],
+    settings: FireSettings,
+    on_step: &mut dyn FnMut(usize, usize),
+    observe: &mut dyn FnMut(&RelaxStep) -> Result<()>,
+) -> Result<Vec<Relaxed>> {
+    if !(settings.fmax > 0.0 && settings.fmax.is_finite())
+        || !(settings.max_move > 0.0 && settings.max_move.is_finite())
+    {
         return invalid_input!("fmax {} and max_move {} must be positive and finite", settings.fmax, settings.max_move);
     }
     let mut fire: Vec<Fire> = structures.iter().map(|s| Fire::new(s, settings.relax_cell)).collect();
@@ -185,6 +221,7 @@ pub fn relax(
         on_step(step, active.len());
         let current: Vec<Structure> = active.iter().map(|&k| fire[k].structure(&structures[k])).collect();
         let predictions = model.evaluate(device, &current)?;
+        observe(&RelaxStep { step, active: &active, structures: &current, predictions: &predictions })?;
         for ((&k, structure), prediction) in active.iter().zip(current).zip(predictions) {
             let (forces, fmax) = fire[k].forces(&structure, &prediction);
             let converged = fmax < settings.fmax;
