@@ -206,9 +206,7 @@ fn fire(
     on_step: &mut dyn FnMut(usize, usize),
     observe: &mut dyn FnMut(&RelaxStep) -> Result<()>,
 ) -> Result<Vec<Relaxed>> {
-    if !(settings.fmax > 0.0 && settings.fmax.is_finite())
-        || !(settings.max_move > 0.0 && settings.max_move.is_finite())
-    {
+    if !(settings.fmax > 0.0 && settings.fmax.is_finite() && settings.max_move > 0.0 && settings.max_move.is_finite()) {
         return invalid_input!("fmax {} and max_move {} must be positive and finite", settings.fmax, settings.max_move);
     }
     let mut fire: Vec<Fire> = structures.iter().map(|s| Fire::new(s, settings.relax_cell)).collect();
