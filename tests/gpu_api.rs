@@ -51,7 +51,10 @@ fn a_workspace_keeps_its_weights_and_refuses_others() {
     assert_eq!(first.energies, again.energies);
     assert_eq!(again.energies, third.energies);
     assert_eq!(again.forces, third.forces);
-    let expected = model.evaluate(&Device::Gpu(gpu), &structures).unwrap();
+    // `evaluate` on the layered engine is a workspace run (molecules would otherwise
+    // go to the fused engine, whose sums are ordered otherwise).
+    let layered = model.with_engine(mlff::model::fused::EngineChoice::Layered);
+    let expected = layered.evaluate(&Device::Gpu(gpu), &structures).unwrap();
     for (s, p) in expected.iter().enumerate() {
         assert_eq!(first.energies[s], p.energy, "structure {s}");
     }

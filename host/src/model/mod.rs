@@ -99,6 +99,9 @@ pub struct Model {
     weights: Weights,
     metadata: HashMap<String, String>,
     gpu_state: GpuState,
+    /// The GPU engine asked for with [`Model::with_engine`]; None: `MLFF_ENGINE`, or
+    /// the automatic choice.
+    engine: Option<fused::EngineChoice>,
 }
 
 /// The model on a GPU, made on first use and kept for the next call: the layered
@@ -142,7 +145,7 @@ impl Model {
             metadata.get("architecture").ok_or_else(|| Error::InvalidModel("metadata has no `architecture`".into()))?;
         architecture::config(&metadata)?;
         let weights = Weights::from_file(name, &st, &metadata)?;
-        Ok(Model { weights, metadata, gpu_state: GpuState::default() })
+        Ok(Model { weights, metadata, gpu_state: GpuState::default(), engine: None })
     }
 
     /// A model from weights in memory (`metadata` as a file would carry it).
@@ -152,7 +155,7 @@ impl Model {
 
     /// A model of either architecture from weights in memory.
     pub fn new(weights: Weights, metadata: HashMap<String, String>) -> Self {
-        Model { weights, metadata, gpu_state: GpuState::default() }
+        Model { weights, metadata, gpu_state: GpuState::default(), engine: None }
     }
 
     pub fn architecture(&self) -> &str {
@@ -197,6 +200,21 @@ impl Model {
     /// The model's neighbour list of a batch.
     pub fn neighbors(&self, batch: &Batch) -> Result<NeighborList> {
         neighbor_list(batch, self.cutoff())
+    }
+
+    /// The same model with its GPU engine chosen: `Fused` (molecules the fused
+    /// small-structure engine can take go to it), `Layered` (everything to the layered
+    /// engine) or `Auto` (by size, PERF.md). Without it `MLFF_ENGINE` decides.
+    pub fn with_engine(&self, engine: fused::EngineChoice) -> Model {
+        Model { engine: Some(engine), ..self.clone() }
+    }
+
+    /// The GPU engine choice in force for this model.
+    pub fn engine_choice(&self) -> Result<fused::EngineChoice> {
+        match self.engine {
+            Some(choice) => Ok(choice),
+            None => fused::EngineChoice::from_env(),
+        }
     }
 
     /// Energies of every structure (no forces), in one batched pass.
@@ -276,7 +294,7 @@ impl Model {
         structures: &[Structure],
         want_forces: bool,
     ) -> Result<Vec<Prediction>> {
-        let choice = fused::EngineChoice::from_env()?;
+        let choice = self.engine_choice()?;
         let to_fused: Vec<bool> = structures
             .iter()
             .map(|s| self.student_weights().is_some() && fused::takes(choice, s.len(), s.pbc))

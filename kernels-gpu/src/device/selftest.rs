@@ -132,7 +132,9 @@ mod gpu {
     pub unsafe fn warp_reduce(a: &OneInputArgs) {
         let i = gpu::global_id();
         let s = gpu::warp_reduce_sum(load_or_zero(a.input, a.n, i));
-        if gpu::lane_id() == 0 {
+        // Only warps that hold inputs have a place in `out` (lane 0's index is the
+        // warp's first; the last block may have warps past the input).
+        if gpu::lane_id() == 0 && i < a.n as usize {
             *a.out.add(i / crate::device::WARP_SIZE) = s;
         }
     }
