@@ -32,13 +32,13 @@ pub use painn::{emulate_painn, emulate_painn_md, FusedPainnGpu, FusedPainnWeight
 /// Largest molecule the fused engine takes (pairs are kept densely, n² slots).
 pub const MAX_ATOMS: usize = 256;
 
-/// Largest molecule the automatic choice sends to the fused engine: none. Measured on
+/// Largest molecule the automatic choice sends to the fused engine: none (`None`). Measured on
 /// the H200 (PERF.md, session 8), the fused engine is slower than the layered one at
 /// every size tried (24 atoms: 1.42 ms against 0.19 ms; 256 × 24: 3.42 ms against
 /// 1.24 ms; MD of the dimer: 2,368 against 8,859 steps/s): one thread block cannot
 /// issue a molecule's work as fast as the layered engine's many. It stays available
 /// through `MLFF_ENGINE=fused` or [`super::Model::with_engine`].
-pub const AUTO_MAX_ATOMS: usize = 0;
+pub const AUTO_MAX_ATOMS: Option<usize> = None;
 
 /// `MLFF_ENGINE=fused|layered|auto` forces the GPU engine (tests and benches compare
 /// them); a batch the fused engine cannot take (periodic, or more than `MAX_ATOMS`
@@ -70,7 +70,7 @@ pub fn takes(choice: EngineChoice, atoms: usize, pbc: [bool; 3]) -> bool {
     match choice {
         EngineChoice::Layered => false,
         EngineChoice::Fused => possible,
-        EngineChoice::Auto => possible && atoms <= AUTO_MAX_ATOMS && atoms > 0,
+        EngineChoice::Auto => possible && AUTO_MAX_ATOMS.is_some_and(|max| atoms <= max),
     }
 }
 
