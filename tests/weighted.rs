@@ -281,11 +281,14 @@ fn gpu_matches_cpu_for_random_weights() {
                         assert!((fg[x] - fc[x]).abs() < 1e-4 + 1e-5 * fc[x].abs(), "{name}: F gpu {fg:?} cpu {fc:?}");
                     }
                 }
+                // The virial sums r ⊗ ∂E/∂r over every edge in f32 per atom: ~1e-5 of
+                // its size is f32 noise (measured 2e-5 on the H200 for the water box),
+                // so 1e-4 of it.
                 let wscale = c.virial.iter().flatten().map(|x| x.abs()).fold(1.0, f64::max);
                 for a in 0..3 {
                     for b in 0..3 {
                         assert!(
-                            (g.virial[a][b] - c.virial[a][b]).abs() < 1e-5 * wscale,
+                            (g.virial[a][b] - c.virial[a][b]).abs() < 1e-4 * wscale,
                             "{name}, {} atoms, {virials:?}: W[{a}][{b}] gpu {} cpu {} (scale {wscale})",
                             s.len(),
                             g.virial[a][b],
