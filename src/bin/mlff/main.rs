@@ -22,18 +22,24 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 pub struct DeviceChoice {
-    /// auto (GPU if present), cpu, gpu or gpu:N
+    /// auto (GPU 0 if present, else the CPU), cpu, gpu, gpu:N, or several GPUs sharing
+    /// the work: gpu:all, gpu:0,1 (structures and replicas split by atom count)
     #[arg(long, default_value = "auto")]
     device: String,
 }
 
 impl DeviceChoice {
     pub fn open(&self) -> mlff::Result<Device> {
-        if self.device == "auto" {
+        if self.is_auto() {
             Device::auto()
         } else {
             Device::parse(&self.device)
         }
+    }
+
+    /// Whether the device was left to `auto` (then `MLFF_DEVICE` may name one).
+    pub fn is_auto(&self) -> bool {
+        self.device.trim().eq_ignore_ascii_case("auto")
     }
 }
 
