@@ -70,23 +70,32 @@ impl Device {
                 if entry.is_empty() { "an empty entry" } else { entry }
             );
         }
-        let members = entries.iter().map(|e| parse_member(e, entries.len())).collect::<Result<Vec<_>>>()?;
-        Self::set(members)
+        let members: Vec<Result<Device>> = std::thread::scope(|scope| {
+            let of = entries.len();
+            let threads: Vec<_> = entries.iter().map(|&e| scope.spawn(move || parse_member(e, of))).collect();
+            threads.into_iter().map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        });
+        Self::set(members.into_iter().collect::<Result<Vec<_>>>()?)
     }
 
     /// The CPU with `MLFF_NUM_THREADS` threads (default, or 0: one per core; at most
     /// [`crate::cpu::MAX_THREADS`]).
     pub fn cpu() -> Result<Self> {
-        Ok(Device::Cpu(Cpu::new(threads_from_env()?.unwrap_or(0))?))
+        Ok(Device::Cpu(cpu_from_env()?))
     }
 
     pub fn gpu(ordinal: usize) -> Result<Self> {
         Ok(Device::Gpu(Arc::new(Gpu::new(ordinal)?)))
     }
 
-    /// GPUs `ordinals` as one set (one GPU: that device alone).
+    /// GPUs `ordinals` as one set (one GPU: that device alone), opened at once (each
+    /// makes its context and loads the kernels, which takes a while).
     pub fn gpus(ordinals: &[usize]) -> Result<Self> {
-        Self::set(ordinals.iter().map(|&n| Self::gpu(n)).collect::<Result<Vec<_>>>()?)
+        let opened: Vec<Result<Device>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = ordinals.iter().map(|&n| scope.spawn(move || Self::gpu(n))).collect();
+            threads.into_iter().map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        });
+        Self::set(opened.into_iter().collect::<Result<Vec<_>>>()?)
     }
 
     /// Every GPU of the host, as one set (one GPU: that device alone).
@@ -159,6 +168,12 @@ impl Device {
             }
         }
     }
+}
+
+/// The CPU thread pool of [`Device::cpu`]: `MLFF_NUM_THREADS` threads (default, or 0:
+/// one per core).
+pub fn cpu_from_env() -> Result<Cpu> {
+    Cpu::new(threads_from_env()?.unwrap_or(0))
 }
 
 /// `MLFF_NUM_THREADS`, if set (0: one per core).

@@ -160,6 +160,13 @@ impl Gpu {
         &self.stream
     }
 
+    /// Makes this GPU's context the calling thread's current one. cudarc binds it
+    /// before its own calls, but the raw copies and pinned allocations here use the
+    /// current context: a thread that serves a GPU of a device set binds it first.
+    pub fn bind_to_thread(&self) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(Error::cuda(format!("making GPU {}'s context current", self.ordinal())))
+    }
+
     /// (free, total) device memory in bytes.
     pub fn memory_info(&self) -> Result<(usize, usize)> {
         self.ctx.mem_get_info().map_err(Error::cuda("querying memory"))

@@ -61,7 +61,11 @@ pub(crate) fn on_each<T: Send>(
     let members = device.members();
     let busy = ranges.iter().filter(|r| !r.is_empty()).count();
     if busy <= 1 {
-        return members.iter().zip(ranges).map(|(m, r)| (!r.is_empty()).then(|| work(m, r.clone()))).collect();
+        return members
+            .iter()
+            .zip(ranges)
+            .map(|(m, r)| (!r.is_empty()).then(|| bind(m).and_then(|()| work(m, r.clone()))))
+            .collect();
     }
     std::thread::scope(|scope| {
         let handles: Vec<_> = members
@@ -72,7 +76,7 @@ pub(crate) fn on_each<T: Send>(
                 (!r.is_empty()).then(|| {
                     std::thread::Builder::new()
                         .name(format!("mlff-device-{}", describe_short(m)))
-                        .spawn_scoped(scope, move || work(m, r.clone()))
+                        .spawn_scoped(scope, move || bind(m).and_then(|()| work(m, r.clone())))
                 })
             })
             .collect();
@@ -160,6 +164,15 @@ pub(crate) fn renumber_structures(error: Error, index: impl Fn(usize) -> Option<
         from = digits_at;
     }
     Error::InvalidInput(message)
+}
+
+/// Makes `device`'s context current on the calling thread, where it is a GPU (see
+/// [`crate::gpu::Gpu::bind_to_thread`]).
+pub(crate) fn bind(device: &Device) -> Result<()> {
+    match device {
+        Device::Gpu(g) => g.bind_to_thread(),
+        _ => Ok(()),
+    }
 }
 
 /// `gpu0` or `cpu`, for thread names.

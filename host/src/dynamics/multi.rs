@@ -17,7 +17,7 @@ use super::{Dynamics, MdSettings, Report};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::spread::{balanced_ranges, describe_short, in_input_terms, on_each};
+use crate::spread::{balanced_ranges, bind, describe_short, in_input_terms, on_each};
 use crate::structure::{Batch, Structure};
 use std::ops::Range;
 use std::sync::mpsc;
@@ -146,7 +146,9 @@ impl MultiDynamics {
         for part in &mut self.parts {
             // f32 → f64 → f32 is exact: each device gets these very velocities.
             let share: Vec<[f64; 3]> = v[part.atoms.clone()].iter().map(|v| v.map(f64::from)).collect();
-            part.dynamics.set_velocities(&share).map_err(|e| in_input_terms(e, &part.device, &part.structures))?;
+            bind(&part.device)
+                .and_then(|()| part.dynamics.set_velocities(&share))
+                .map_err(|e| in_input_terms(e, &part.device, &part.structures))?;
         }
         Ok(())
     }
@@ -154,9 +156,8 @@ impl MultiDynamics {
     pub(super) fn current<T>(&mut self, batch: &Batch, _dt: f64, look: impl FnOnce(&Report) -> T) -> Result<T> {
         let mut snapshots = Vec::with_capacity(self.parts.len());
         for part in &mut self.parts {
-            snapshots.push(
-                part.dynamics.current(Snapshot::of).map_err(|e| in_input_terms(e, &part.device, &part.structures))?,
-            );
+            let snapshot = bind(&part.device).and_then(|()| part.dynamics.current(Snapshot::of));
+            snapshots.push(snapshot.map_err(|e| in_input_terms(e, &part.device, &part.structures))?);
         }
         Ok(look(&Snapshot::join(snapshots)?.report(batch)))
     }
@@ -179,18 +180,20 @@ impl MultiDynamics {
             for part in self.parts.iter_mut() {
                 let (report_to_caller, reports) = mpsc::sync_channel::<Snapshot>(1);
                 let (go_on, go_ahead) = mpsc::sync_channel::<()>(1);
-                let dynamics = &mut part.dynamics;
+                let (dynamics, device) = (&mut part.dynamics, &part.device);
                 let spawned = std::thread::Builder::new()
                     .name(format!("mlff-md-{}", describe_short(&part.device)))
                     .spawn_scoped(scope, move || {
                         let mut stopped = false;
-                        let result = dynamics.run(steps, every, |r| {
-                            if report_to_caller.send(Snapshot::of(r)).is_ok() && go_ahead.recv().is_ok() {
-                                Ok(())
-                            } else {
-                                stopped = true;
-                                Err(stopped_with_the_others())
-                            }
+                        let result = bind(device).and_then(|()| {
+                            dynamics.run(steps, every, |r| {
+                                if report_to_caller.send(Snapshot::of(r)).is_ok() && go_ahead.recv().is_ok() {
+                                    Ok(())
+                                } else {
+                                    stopped = true;
+                                    Err(stopped_with_the_others())
+                                }
+                            })
                         });
                         (result.map(|_| ()), stopped)
                     });
