@@ -215,7 +215,7 @@ fn eval(
     out.commit()?;
     let atoms: usize = frames.iter().map(|f| f.structure.len()).sum();
     eprintln!(
-        "eval: {} frames ({atoms} atoms) in {:.3} s, {:.3} s of it in the model on {}",
+        "eval: {} frames ({atoms} atoms) read, evaluated and written in {:.3} s, {:.3} s of it in the model on {}",
         frames.len(),
         started.elapsed().as_secs_f64(),
         in_model.as_secs_f64(),
