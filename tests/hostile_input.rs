@@ -321,7 +321,7 @@ fn gpu_refuses_tiny_cells_and_reports_absolute_md_positions() {
         Device::Gpu(g) => {
             mlff::gpu_neighbors::GpuCellList::new(g.clone(), &Batch::new(&[tiny]).unwrap(), 5.0, 0.0, false)
         }
-        Device::Cpu(_) => unreachable!(),
+        _ => unreachable!(),
     };
     assert!(gpu_cells.is_err(), "the GPU cell list accepted a 0.01 Å cell");
     let dimer = samples().into_iter().find(|s| s.len() == 24).unwrap();

@@ -164,6 +164,10 @@ fn open_device(choice: Option<&str>) -> Result<Device, Failure> {
         return Ok(Device::Cpu(mlff::cpu::Cpu::new(threads)?));
     }
     match Device::parse(choice) {
+        // A rank evaluates one structure (its domain) at a time, on one device.
+        Ok(Device::Set(_)) => Err(argument(format!(
+            "device {choice:?} is a set of devices; a model handle (a LAMMPS rank) uses one: gpu (by rank), gpu:N or cpu"
+        ))),
         Ok(device) => Ok(device),
         Err(Error::InvalidInput(m)) => Err(argument(m)),
         Err(e) => Err(e.into()),

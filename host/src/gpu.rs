@@ -160,6 +160,13 @@ impl Gpu {
         &self.stream
     }
 
+    /// Makes this GPU's context the calling thread's current one. cudarc binds it
+    /// before its own calls, but the raw copies and pinned allocations here use the
+    /// current context: a thread that serves a GPU of a device set binds it first.
+    pub fn bind_to_thread(&self) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(Error::cuda(format!("making GPU {}'s context current", self.ordinal())))
+    }
+
     /// (free, total) device memory in bytes.
     pub fn memory_info(&self) -> Result<(usize, usize)> {
         self.ctx.mem_get_info().map_err(Error::cuda("querying memory"))
@@ -327,7 +334,7 @@ impl Gpu {
     }
 
     /// Captures what `enqueue` puts on the stream as one CUDA graph (not launched).
-    pub(crate) fn capture(&self, enqueue: impl FnOnce() -> Result<()>) -> Result<cudarc::driver::CudaGraph> {
+    pub(crate) fn capture(&self, enqueue: impl FnOnce() -> Result<()>) -> Result<Graph> {
         use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
         self.stream
             .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
@@ -337,7 +344,27 @@ impl Gpu {
         enqueued?;
         captured
             .map_err(Error::cuda("instantiating the CUDA graph"))?
+            .map(Graph)
             .ok_or_else(|| Error::Unsupported("the CUDA graph capture came back empty".into()))
+    }
+}
+
+/// A captured, instantiated CUDA graph, replayed on the stream it was captured on.
+/// Unlike cudarc's `CudaGraph` it may move to another thread, so that a model's or an
+/// MD run's GPU state can be driven from the thread that serves its GPU in a device set.
+pub(crate) struct Graph(cudarc::driver::CudaGraph);
+
+// SAFETY: the driver lets a graph and its executable instance be used from any thread,
+// as long as calls on one graph are not concurrent (CUDA programming guide, "Graph
+// object thread safety"); cudarc binds the graph's context to the calling thread before
+// each launch and before the destruction. `Graph` is not `Sync`, so only its one owner
+// can launch it, one call at a time.
+unsafe impl Send for Graph {}
+
+impl Graph {
+    /// Replays the graph on its stream.
+    pub(crate) fn launch(&self) -> std::result::Result<(), cudarc::driver::DriverError> {
+        self.0.launch()
     }
 }
 

@@ -14,6 +14,7 @@ pub mod neighbors;
 pub mod relax;
 pub mod resources;
 pub mod selftest;
+pub mod spread;
 pub mod structure;
 
 pub use device::Device;

@@ -176,6 +176,9 @@ pub struct RelaxStep<'a> {
 }
 
 /// Relaxes every structure; `on_step(step, active)` is told how many are still going.
+/// On a device set each iteration spreads the structures still going over its devices
+/// ([`Model::evaluate`]), so the split follows them as they converge; the steps and
+/// results are those of one device.
 pub fn relax(
     model: &Model,
     device: &Device,

@@ -42,6 +42,9 @@ int main(void) {
     CHECK(strstr(mlff_last_error(), "/nonexistent/model.safetensors") != NULL, "message names the file");
     CHECK(mlff_model_load("default", "tpu", &model) == MLFF_ERROR_ARGUMENT, "unknown device");
     CHECK(mlff_model_load("default", "cpu:many", &model) == MLFF_ERROR_ARGUMENT, "bad thread count");
+    CHECK(mlff_model_load("default", "cpu,cpu", &model) == MLFF_ERROR_ARGUMENT &&
+              strstr(mlff_last_error(), "set of devices") != NULL,
+          "a device set: %s", mlff_last_error());
     if (mlff_gpu_count() == 0)
         CHECK(mlff_model_load("default", "gpu:0", &model) == MLFF_ERROR_DEVICE, "no GPU here");
 

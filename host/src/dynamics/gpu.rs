@@ -7,11 +7,11 @@
 
 use super::Report;
 use crate::error::{invalid_input, Error, Result};
-use crate::gpu::{grid_1d, Gpu, Pinned, BLOCK_THREADS};
+use crate::gpu::{grid_1d, Gpu, Graph, Pinned, BLOCK_THREADS};
 use crate::model::gpu::{GpuWeights, Workspace};
 use crate::model::Model;
 use crate::structure::Batch;
-use cudarc::driver::{CudaEvent, CudaGraph, CudaSlice, LaunchConfig};
+use cudarc::driver::{CudaEvent, CudaSlice, LaunchConfig};
 use mlff_kernels::cell_list::StructureRecord;
 use mlff_kernels::common::args::STRUCTURE_OUT_WORDS;
 use mlff_kernels::kernel::Kernel;
@@ -67,7 +67,7 @@ pub(super) struct GpuDynamics {
     kinetic: CudaSlice<f64>,
     integrator: Integrator,
     /// Chunk graphs by their number of steps.
-    graphs: Vec<(u64, CudaGraph)>,
+    graphs: Vec<(u64, Graph)>,
     slots: [ReportSlot; 2],
     potential: Vec<f64>,
     kinetic_host: Vec<f64>,

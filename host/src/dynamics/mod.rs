@@ -8,6 +8,7 @@
 
 mod fused;
 mod gpu;
+mod multi;
 
 use crate::device::Device;
 use crate::elements;
@@ -115,6 +116,8 @@ enum Engine {
     Gpu(Box<gpu::GpuDynamics>),
     /// Molecules on the fused engine: one launch per report.
     Fused(Box<fused::FusedDynamics>),
+    /// A device set: one `Dynamics` per device (`multi`).
+    Multi(Box<multi::MultiDynamics>),
 }
 
 struct CpuState {
@@ -132,7 +135,19 @@ impl Dynamics {
     /// Starts from `structures` at rest (see [`Dynamics::set_velocities`],
     /// [`Dynamics::maxwell_boltzmann`]); evaluates the first forces.
     pub fn new(model: &Model, device: &Device, structures: &[Structure], settings: MdSettings) -> Result<Self> {
-        let integrator = integrator(&settings)?;
+        Self::starting_at_atom(model, device, structures, settings, 0)
+    }
+
+    /// [`Dynamics::new`] for a part of a larger run whose first atom is atom
+    /// `first_atom` of the run (the thermostat's noise follows the run's numbering).
+    fn starting_at_atom(
+        model: &Model,
+        device: &Device,
+        structures: &[Structure],
+        settings: MdSettings,
+        first_atom: u32,
+    ) -> Result<Self> {
+        let integrator = Integrator { first_atom, ..integrator(&settings)? };
         let batch = model.prepare_batch(structures)?;
         let masses = batch
             .numbers
@@ -144,10 +159,12 @@ impl Dynamics {
             })
             .collect::<Result<Vec<_>>>()?;
         let engine = match device {
+            Device::Set(_) => Engine::Multi(Box::new(multi::MultiDynamics::new(model, device, structures, settings)?)),
             Device::Gpu(g) if crate::model::fused::takes_batch(model, &batch)? => {
                 Engine::Fused(Box::new(fused::FusedDynamics::new(g.clone(), model, &batch, &masses, integrator)?))
             }
             Device::Gpu(g) => {
+                model.check_fits_gpu(g, &batch)?;
                 Engine::Gpu(Box::new(gpu::GpuDynamics::new(g.clone(), model, &batch, &masses, integrator)?))
             }
             Device::Cpu(cpu) => {
@@ -188,6 +205,7 @@ impl Dynamics {
             Engine::Cpu(state) => state.velocities = v,
             Engine::Gpu(g) => g.set_velocities(&v)?,
             Engine::Fused(g) => g.set_velocities(&v)?,
+            Engine::Multi(m) => m.set_velocities(&v)?,
         }
         Ok(())
     }
@@ -234,6 +252,7 @@ impl Dynamics {
             }
             Engine::Gpu(g) => g.current(batch, dt, look),
             Engine::Fused(g) => g.current(batch, dt, look),
+            Engine::Multi(m) => m.current(batch, dt, look),
         }
     }
 
@@ -262,6 +281,7 @@ impl Dynamics {
             }
             Engine::Gpu(g) => g.run(&self.batch, dt, steps, report_every, &mut on_report)?,
             Engine::Fused(g) => g.run(&self.batch, dt, steps, report_every, &mut on_report)?,
+            Engine::Multi(m) => m.run(&self.batch, dt, steps, report_every, &mut on_report)?,
         }
         Ok(RunSummary { steps, atoms: self.num_atoms(), seconds: start.elapsed().as_secs_f64() })
     }
@@ -276,6 +296,7 @@ impl Dynamics {
             Engine::Gpu(g) => g.resize_edge_buffers(capacity),
             Engine::Fused(_) => Ok(()),
             Engine::Cpu(_) => Ok(()),
+            Engine::Multi(m) => m.resize_edge_buffers(capacity),
         }
     }
 }

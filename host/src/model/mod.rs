@@ -20,7 +20,7 @@ pub mod tuning;
 pub mod weighted;
 
 use crate::device::Device;
-use crate::error::{invalid_input, Error, Result};
+use crate::error::{Error, Result};
 use crate::neighbors::{neighbor_list, NeighborList};
 use crate::structure::{Batch, Structure};
 use architecture::{AnyArchitecture, Architecture};
@@ -104,17 +104,39 @@ pub struct Model {
     engine: Option<fused::EngineChoice>,
 }
 
-/// The model on a GPU, made on first use and kept for the next call: the layered
-/// engine's weights and the workspace of the last batch shape, and the fused engine
-/// (molecules of the student).
+/// The model on the GPUs it has run on, one state per GPU (by ordinal), each made on
+/// first use and kept for the next call, so that the GPUs of a device set work at
+/// once, each with its own weights, workspaces and CUDA graphs.
 #[derive(Clone, Default)]
 struct GpuState {
-    layered: Arc<Mutex<Option<GpuResident>>>,
-    fused: Arc<Mutex<Option<fused::FusedStudentGpu>>>,
+    per_gpu: Arc<Mutex<Vec<Arc<OnGpu>>>>,
+}
+
+/// The model on one GPU: the layered engine's weights and the workspace of the last
+/// batch shape, and the fused engine (molecules of the student).
+struct OnGpu {
+    ordinal: usize,
+    layered: Mutex<Option<GpuResident>>,
+    fused: Mutex<Option<fused::FusedStudentGpu>>,
 }
 
 /// Weights on one GPU, and the workspace of the last batch shape if any.
 type GpuResident = (gpu::GpuWeights, Option<gpu::Workspace>);
+
+impl GpuState {
+    /// The state of `g`'s device (empty the first time). A new `Gpu` of an ordinal
+    /// seen before takes over that ordinal's state (the engines notice the change and
+    /// rebuild), so the states stay one per device however often it is opened.
+    fn on(&self, g: &crate::gpu::Gpu) -> Arc<OnGpu> {
+        let mut list = self.per_gpu.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(state) = list.iter().find(|s| s.ordinal == g.ordinal()) {
+            return state.clone();
+        }
+        let state = Arc::new(OnGpu { ordinal: g.ordinal(), layered: Mutex::new(None), fused: Mutex::new(None) });
+        list.push(state.clone());
+        state
+    }
+}
 
 impl std::fmt::Debug for GpuState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,6 +241,9 @@ impl Model {
 
     /// Energies of every structure (no forces), in one batched pass.
     pub fn energies(&self, device: &Device, structures: &[Structure]) -> Result<Vec<f64>> {
+        if let Device::Set(_) = device {
+            return self.spread(device, structures, |member, part| self.energies(member, part));
+        }
         if let Device::Gpu(g) = device {
             return Ok(self.predictions_gpu(g, structures, false)?.into_iter().map(|p| p.energy).collect());
         }
@@ -233,14 +258,10 @@ impl Model {
         structures: &[Structure],
         want_forces: bool,
     ) -> Result<Vec<(Batch, gpu::GpuOutput)>> {
-        let (h, t) = (self.hidden_dim(), self.num_interactions());
-        // Per atom: state and gradients, plus ~64 edges of up to 8 channel groups.
-        let per_atom = gpu::bytes_per_atom(h, t)
-            + self.weights.architecture().gpu_bytes_per_atom()
-            + 64 * gpu::bytes_per_edge(8)
-            + 128;
+        let per_atom = self.gpu_bytes_per_atom();
         let (free, _) = g.memory_info()?;
-        let mut state = self.gpu_state.layered.lock().unwrap_or_else(|p| p.into_inner());
+        let on_gpu = self.gpu_state.on(g);
+        let mut state = on_gpu.layered.lock().unwrap_or_else(|p| p.into_inner());
         let held = state.as_ref().and_then(|(_, ws)| ws.as_ref()).map_or(0, |ws| ws.bytes());
         let budget = (free + held) / 10 * 8;
         let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
@@ -248,12 +269,7 @@ impl Model {
         let mut atoms = 0usize;
         for (k, s) in structures.iter().enumerate() {
             if s.len() * per_atom > budget {
-                return invalid_input!(
-                    "structure {k} has {} atoms and needs about {:.1} GB on the GPU; {:.1} GB are free",
-                    s.len(),
-                    (s.len() * per_atom) as f64 / 1e9,
-                    budget as f64 / 1e9
-                );
+                return Err(too_large_for_one_gpu(k, s.len(), per_atom, budget, g));
             }
             if (atoms + s.len()) * per_atom > budget && k > start {
                 chunks.push(start..k);
@@ -283,6 +299,26 @@ impl Model {
             outputs.push((batch, out));
         }
         Ok(outputs)
+    }
+
+    /// Device bytes the layered engine needs per atom (with ~64 edges of up to 8
+    /// channel groups per atom): the estimate that chunks a batch to the GPU's memory.
+    fn gpu_bytes_per_atom(&self) -> usize {
+        let (h, t) = (self.hidden_dim(), self.num_interactions());
+        gpu::bytes_per_atom(h, t) + self.weights.architecture().gpu_bytes_per_atom() + 64 * gpu::bytes_per_edge(8) + 128
+    }
+
+    /// Refuses, with the numbers and the way out (LAMMPS), a batch with a structure
+    /// that alone needs more of `g`'s memory than is free, as [`Model::evaluate`]
+    /// does: MD keeps its batch on the GPUs, so no chunking would help.
+    pub(crate) fn check_fits_gpu(&self, g: &crate::gpu::Gpu, batch: &Batch) -> Result<()> {
+        let per_atom = self.gpu_bytes_per_atom();
+        let (free, _) = g.memory_info()?;
+        let budget = free / 10 * 8;
+        match (0..batch.num_structures()).map(|s| (s, batch.offsets[s + 1] - batch.offsets[s])).max_by_key(|x| x.1) {
+            Some((s, atoms)) if atoms * per_atom > budget => Err(too_large_for_one_gpu(s, atoms, per_atom, budget, g)),
+            _ => Ok(()),
+        }
     }
 
     /// Predictions on the GPU: molecules the fused engine takes (`fused::takes`) go to
@@ -337,7 +373,8 @@ impl Model {
         let weights = self
             .student_weights()
             .ok_or_else(|| Error::Unsupported("internal: the fused engine runs the student only".into()))?;
-        let mut engine = self.gpu_state.fused.lock().unwrap_or_else(|p| p.into_inner());
+        let on_gpu = self.gpu_state.on(g);
+        let mut engine = on_gpu.fused.lock().unwrap_or_else(|p| p.into_inner());
         if !engine.as_ref().is_some_and(|e| Arc::ptr_eq(e.gpu(), g)) {
             *engine = None;
             *engine = Some(fused::FusedStudentGpu::new(g.clone(), &fused::FusedStudentWeights::new(weights)?)?);
@@ -416,6 +453,9 @@ impl Model {
     /// Energy, per-atom energies, forces and (periodic) stress of every structure, in
     /// one batched pass.
     pub fn evaluate(&self, device: &Device, structures: &[Structure]) -> Result<Vec<Prediction>> {
+        if let Device::Set(_) = device {
+            return self.spread(device, structures, |member, part| self.evaluate(member, part));
+        }
         if let Device::Gpu(g) = device {
             return self.predictions_gpu(g, structures, true);
         }
@@ -435,6 +475,20 @@ impl Model {
                 }
             })
             .collect())
+    }
+
+    /// `call` on each member of a device set with its contiguous share of
+    /// `structures` (balanced by atom count), concurrently; the results in input order.
+    fn spread<T: Send>(
+        &self,
+        device: &Device,
+        structures: &[Structure],
+        call: impl Fn(&Device, &[Structure]) -> Result<Vec<T>> + Sync,
+    ) -> Result<Vec<T>> {
+        let sizes: Vec<usize> = structures.iter().map(Structure::len).collect();
+        let ranges = crate::spread::balanced_ranges(&sizes, device.members().len());
+        let results = crate::spread::on_each(device, &ranges, |member, range| call(member, &structures[range]));
+        crate::spread::join_in_order(device, &ranges, results)
     }
 
     fn prepare(&self, structures: &[Structure], forces: bool) -> Result<(Batch, NeighborList)> {
@@ -474,6 +528,7 @@ impl Model {
         match device {
             Device::Cpu(cpu) => Ok(cpu),
             Device::Gpu(_) => Err(Error::Unsupported("internal: a GPU device reached the CPU path".into())),
+            Device::Set(_) => Err(Error::Unsupported("internal: a device set reached the one-device path".into())),
         }
     }
 }
@@ -509,21 +564,22 @@ fn stress(
         .collect()
 }
 
+/// The error for structure `k` of `atoms` atoms, which alone needs more than the
+/// `budget` bytes of `g`: no split over GPUs helps, but LAMMPS's domain decomposition does.
+fn too_large_for_one_gpu(k: usize, atoms: usize, per_atom: usize, budget: usize, g: &crate::gpu::Gpu) -> Error {
+    Error::InvalidInput(format!(
+        "structure {k} has {atoms} atoms and needs about {:.1} GB on the GPU; {:.1} GB are free on GPU {}. One \
+         structure runs on one GPU here (a device set spreads whole structures); for a structure beyond one GPU, \
+         run it in LAMMPS with `pair_style mlff`, which splits it into domains over GPUs and nodes (README, \
+         section LAMMPS)",
+        (atoms * per_atom) as f64 / 1e9,
+        budget as f64 / 1e9,
+        g.ordinal()
+    ))
+}
+
 /// An invalid-input error about "structure k" of a sub-batch, renamed to the structure's
 /// index in the caller's input (`index[k]`).
 fn renumber_structures(error: Error, index: &[usize]) -> Error {
-    match error {
-        Error::InvalidInput(message) => {
-            let renamed = message
-                .strip_prefix("structure ")
-                .and_then(|rest| {
-                    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-                    let k: usize = rest[..digits].parse().ok()?;
-                    Some(format!("structure {}{}", index.get(k)?, &rest[digits..]))
-                })
-                .unwrap_or(message);
-            Error::InvalidInput(renamed)
-        }
-        other => other,
-    }
+    crate::spread::renumber_structures(error, |k| index.get(k).copied())
 }

@@ -52,6 +52,12 @@ impl Model {
         energy_weights: &[f64],
         atom_virials: AtomVirials,
     ) -> Result<WeightedPrediction> {
+        if let Device::Set(set) = device {
+            // One structure is never split: it runs on the set's first device.
+            let first =
+                set.members().first().ok_or_else(|| Error::Unsupported("internal: an empty device set".into()))?;
+            return self.evaluate_weighted(first, structure, energy_weights, atom_virials);
+        }
         if energy_weights.len() != structure.len() {
             return invalid_input!("{} energy weights for {} atoms", energy_weights.len(), structure.len());
         }
@@ -62,6 +68,7 @@ impl Model {
         let batch = self.prepare_batch(std::slice::from_ref(structure))?;
         let want_atom_virials = atom_virials == AtomVirials::Compute;
         match device {
+            Device::Set(_) => Err(Error::Unsupported("internal: a device set reached the one-device path".into())),
             Device::Gpu(g) => self.evaluate_weighted_gpu(g, &batch, &weights, want_atom_virials),
             Device::Cpu(cpu) => {
                 let list = self.neighbors(&batch)?;
@@ -86,7 +93,8 @@ impl Model {
         weights: &[f32],
         atom_virials: bool,
     ) -> Result<WeightedPrediction> {
-        let mut state = self.gpu_state.layered.lock().unwrap_or_else(|p| p.into_inner());
+        let on_gpu = self.gpu_state.on(g);
+        let mut state = on_gpu.layered.lock().unwrap_or_else(|p| p.into_inner());
         let same_gpu = matches!(&*state, Some((w, _)) if Arc::ptr_eq(w.gpu(), g));
         if !same_gpu {
             // Free the old device buffers before allocating the new ones.

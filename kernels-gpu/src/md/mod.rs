@@ -28,7 +28,10 @@ pub struct Integrator {
     pub velocity_decay: f32,
     /// √(1 − decay²)·√(kB T): scales √(1/m) to the noise's standard deviation.
     pub noise: f32,
-    pub pad: u32,
+    /// Index, in the whole run, of this batch's first atom: atom i draws the noise of
+    /// atom `first_atom + i`, so a run split over several devices draws the noise one
+    /// device would (0 for a batch that is the whole run).
+    pub first_atom: u32,
     pub seed: u64,
 }
 
@@ -42,12 +45,13 @@ impl Integrator {
     pub fn langevin(dt: f32, temperature: f64, gamma: f64, seed: u64) -> Self {
         let decay = exp(-(gamma as f32) * dt);
         let kt = (BOLTZMANN * temperature) as f32;
-        Integrator { dt, velocity_decay: decay, noise: sqrt((1.0 - decay * decay) * kt), pad: 0, seed }
+        Integrator { dt, velocity_decay: decay, noise: sqrt((1.0 - decay * decay) * kt), first_atom: 0, seed }
     }
 }
 
 /// B, A, O, A of BAOAB: half kick with the forces of the current positions, half
-/// drift, friction and noise, half drift. `step` and `atom` pick the noise.
+/// drift, friction and noise, half drift. `step` and `atom` (within the batch; see
+/// [`Integrator::first_atom`]) pick the noise.
 #[inline(always)]
 pub fn kick_drift(x: &mut [f32; 3], v: &mut [f32; 3], f: [f32; 3], mass: f32, p: &Integrator, step: u64, atom: u32) {
     let half = 0.5 * p.dt;
@@ -58,7 +62,7 @@ pub fn kick_drift(x: &mut [f32; 3], v: &mut [f32; 3], f: [f32; 3], mass: f32, p:
     }
     if p.velocity_decay != 1.0 || p.noise != 0.0 {
         let sigma = p.noise * sqrt(accel);
-        let g = gaussians(p.seed, step, atom);
+        let g = gaussians(p.seed, step, p.first_atom.wrapping_add(atom));
         for a in 0..3 {
             v[a] = p.velocity_decay * v[a] + sigma * g[a];
         }
@@ -133,6 +137,21 @@ mod tests {
         assert!(lag.abs() < 0.03, "neighbouring atoms correlate: {lag}");
         assert_ne!(gaussians(7, 3, 0), gaussians(7, 4, 0));
         assert_ne!(gaussians(7, 3, 0), gaussians(8, 3, 0));
+    }
+
+    #[test]
+    fn a_batch_that_starts_later_in_the_run_draws_that_part_of_the_noise() {
+        let whole = Integrator::langevin(1.0, 300.0, 0.05, 5);
+        let tail = Integrator { first_atom: 10, ..whole };
+        let step_with = |p: &Integrator, atom: u32| {
+            let (mut x, mut v) = ([0.5f32, -0.25, 1.0], [0.01f32, 0.02, -0.03]);
+            kick_drift(&mut x, &mut v, [0.1, 0.2, 0.3], 12.0, p, 3, atom);
+            (x, v)
+        };
+        for atom in 0..5 {
+            assert_eq!(step_with(&tail, atom), step_with(&whole, 10 + atom), "atom {atom}");
+            assert_ne!(step_with(&tail, atom), step_with(&whole, atom), "atom {atom}");
+        }
     }
 
     #[test]

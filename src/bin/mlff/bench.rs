@@ -1,8 +1,9 @@
 //! `mlff bench`: energy + forces timings of a few sizes on the bundled model (or
-//! another), on the CPU path and, where there is one, the GPU. Medians of repeated
+//! another), on the CPU path and, where there is one, the GPU; with a device set
+//! (`--device gpu:all`) also on the set, beside its first device. Medians of repeated
 //! calls after one warm-up call.
 
-use crate::load_model;
+use crate::{load_model, DeviceChoice};
 use mlff::{Device, Model, Structure};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ pub struct BenchArgs {
     no_gpu: bool,
     #[arg(long)]
     no_cpu: bool,
+    #[command(flatten)]
+    device: DeviceChoice,
 }
 
 /// The 24-atom benzene dimer of `data/molecules.xyz`.
@@ -81,26 +84,17 @@ pub fn run(args: &BenchArgs) -> mlff::Result<()> {
         return Err(mlff::Error::InvalidInput("--no-cpu and --no-gpu leave nothing to benchmark".into()));
     }
     let model = load_model(&args.model)?;
-    let gpu = if args.no_gpu {
-        None
-    } else {
-        match Device::gpu(0) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                eprintln!("bench: no GPU ({e}); CPU only");
-                None
-            }
-        }
-    };
-    let cpu = if args.no_cpu { None } else { Some(Device::cpu()?) };
-    if cpu.is_none() && gpu.is_none() {
+    let columns = columns(args)?;
+    if columns.is_empty() {
         return Err(mlff::Error::InvalidInput("--no-cpu given and there is no GPU: nothing to benchmark".into()));
     }
     let budget = Duration::from_secs_f64(args.seconds);
     let dimer = dimer()?;
+    // (name, structures, whether the CPU runs it: the large cases take it too long).
     let cases: Vec<(&str, Vec<Structure>, bool)> = vec![
         ("benzene dimer", vec![dimer.clone()], true),
-        ("256 × benzene dimer", vec![dimer; 256], true),
+        ("256 × benzene dimer", vec![dimer.clone(); 256], true),
+        ("4096 × benzene dimer", vec![dimer; 4096], false),
         ("water box 2×2×2 (periodic)", vec![water_box(2)?], true),
         ("water box 4×4×4 (periodic)", vec![water_box(4)?], false),
     ];
@@ -110,27 +104,81 @@ pub fn run(args: &BenchArgs) -> mlff::Result<()> {
         model.hidden_dim(),
         model.num_interactions()
     );
-    if let Some(Device::Gpu(g)) = &gpu {
-        println!("GPU: {}", g.name());
+    for (label, device) in &columns {
+        let described = device.describe();
+        if described.starts_with(label.as_str()) {
+            println!("{described}");
+        } else {
+            println!("{label}: {described}");
+        }
     }
-    println!("{:<30} {:>8} {:>28} {:>28}", "case", "atoms", "CPU", "GPU");
+    print!("{:<30} {:>8}", "case", "atoms");
+    for (label, _) in &columns {
+        print!(" {label:>28}");
+    }
+    println!();
     for (name, structures, on_cpu) in &cases {
         let atoms: usize = structures.iter().map(|s| s.len()).sum();
-        let cpu_time = match (&cpu, on_cpu) {
-            (Some(d), true) => Some(time(&model, d, structures, budget)?),
-            _ => None,
-        };
-        let gpu_time = match &gpu {
-            Some(d) => Some(time(&model, d, structures, budget)?),
-            None => None,
-        };
-        println!(
-            "{:<30} {:>8} {:>28} {:>28}",
-            name,
-            atoms,
-            show(cpu_time, structures.len()),
-            show(gpu_time, structures.len())
-        );
+        print!("{name:<30} {atoms:>8}");
+        for (_, device) in &columns {
+            let seconds =
+                if device.is_gpu() || *on_cpu { Some(time(&model, device, structures, budget)?) } else { None };
+            print!(" {:>28}", show(seconds, structures.len()));
+        }
+        println!();
     }
     Ok(())
+}
+
+/// The devices to time, with their column titles: the CPU (unless `--no-cpu`), and
+/// GPU 0 or the GPU `--device` names (unless `--no-gpu`); for a device set, its first
+/// device and the whole set, so that the table shows what the others add.
+fn columns(args: &BenchArgs) -> mlff::Result<Vec<(String, Device)>> {
+    let chosen = chosen_device(args)?;
+    let mut columns = Vec::new();
+    if !args.no_cpu && chosen.as_ref().is_none_or(|d| d.is_gpu()) {
+        columns.push(("CPU".to_string(), Device::cpu()?));
+    }
+    match chosen {
+        None => {}
+        Some(d) if d.is_gpu() && args.no_gpu => {}
+        Some(d) if !d.is_gpu() && args.no_cpu => {}
+        Some(Device::Set(set)) => {
+            let first = set.members()[0].clone();
+            columns.push((title(&first), first));
+            let kind = if set.members()[0].is_gpu() { "GPUs" } else { "CPU devices" };
+            columns.push((format!("{} {kind}", set.members().len()), Device::Set(set)));
+        }
+        Some(d) => columns.push((title(&d), d)),
+    }
+    Ok(columns)
+}
+
+/// The device `--device` names; for `auto`, what `MLFF_DEVICE` names, or else GPU 0
+/// (the CPU has a column of its own) unless `--no-gpu` or there is none.
+fn chosen_device(args: &BenchArgs) -> mlff::Result<Option<Device>> {
+    if !args.device.is_auto() {
+        return args.device.open().map(Some);
+    }
+    if std::env::var(mlff::device::DEVICE_ENV).is_ok_and(|d| !d.trim().is_empty()) {
+        return Device::auto().map(Some);
+    }
+    if args.no_gpu {
+        return Ok(None);
+    }
+    match Device::gpu(0) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) => {
+            eprintln!("bench: no GPU ({e}); CPU only");
+            Ok(None)
+        }
+    }
+}
+
+/// `GPU 1`, or `CPU`.
+fn title(device: &Device) -> String {
+    match device {
+        Device::Gpu(g) => format!("GPU {}", g.ordinal()),
+        _ => "CPU".to_string(),
+    }
 }

@@ -8,10 +8,12 @@ mod signals;
 
 use clap::{Parser, Subcommand};
 use mlff::extxyz::{self, Frame};
-use mlff::{Device, Model, Structure};
+use mlff::{Device, Model, Prediction, Structure};
 use output::{AtomicFile, Progress};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(name = "mlff", version, about = "Fast inference for distilled ML force fields (GPU kernels in Rust)")]
@@ -22,18 +24,24 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 pub struct DeviceChoice {
-    /// auto (GPU if present), cpu, gpu or gpu:N
+    /// auto (GPU 0 if present, else the CPU), cpu, gpu, gpu:N, or several GPUs sharing
+    /// the work: gpu:all, gpu:0,1 (structures and replicas split by atom count)
     #[arg(long, default_value = "auto")]
     device: String,
 }
 
 impl DeviceChoice {
     pub fn open(&self) -> mlff::Result<Device> {
-        if self.device == "auto" {
+        if self.is_auto() {
             Device::auto()
         } else {
             Device::parse(&self.device)
         }
+    }
+
+    /// Whether the device was left to `auto` (then `MLFF_DEVICE` may name one).
+    pub fn is_auto(&self) -> bool {
+        self.device.trim().eq_ignore_ascii_case("auto")
     }
 }
 
@@ -47,7 +55,7 @@ enum Command {
         /// Output file (extended XYZ); standard output if not given
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Frames are evaluated in batches of at most this many atoms
+        /// Frames are evaluated in batches of at most this many atoms per device
         #[arg(long, default_value_t = 200_000)]
         batch_atoms: usize,
         #[command(flatten)]
@@ -153,31 +161,86 @@ fn eval(
 ) -> mlff::Result<()> {
     let model = load_model(model)?;
     let device = device.open()?;
+    let started = Instant::now();
     let frames = read_frames(input)?;
-    let mut out = AtomicFile::create(output.as_deref())?;
-    let mut progress = Progress::new("eval", frames.len());
+    let out = AtomicFile::create(output.as_deref())?;
+    // Each device of a set gets a batch of the size one device would.
+    let batch_atoms = batch_atoms.max(1).saturating_mul(device.members().len());
+    let mut batches = Vec::new();
     let mut start = 0;
     while start < frames.len() {
         let mut end = start;
         let mut atoms = 0;
-        while end < frames.len() && (end == start || atoms + frames[end].structure.len() <= batch_atoms.max(1)) {
+        while end < frames.len() && (end == start || atoms + frames[end].structure.len() <= batch_atoms) {
             atoms += frames[end].structure.len();
             end += 1;
         }
-        let structures: Vec<Structure> = frames[start..end].iter().map(|f| f.structure.clone()).collect();
-        let predictions = model
-            .evaluate(&device, &structures)
-            .map_err(|e| e.in_context(format!("{}: frames {start}..{end}", input.display())))?;
-        let mut text = String::new();
-        for (f, p) in frames[start..end].iter().zip(&predictions) {
-            extxyz::write_frame(&mut text, &f.structure, &f.info, Some(p));
-        }
-        out.write(text.as_bytes())?;
-        progress.advance(end - start);
+        batches.push(start..end);
         start = end;
     }
-    progress.finish();
-    out.commit()
+    // The text of one batch is made and written on another thread, by the CPU's
+    // threads, while the device works on the next: the output keeps up with several
+    // GPUs instead of leaving them waiting.
+    let text_threads = mlff::device::cpu_from_env()?;
+    let mut in_model = Duration::ZERO;
+    let out = std::thread::scope(|scope| -> mlff::Result<AtomicFile> {
+        let (to_writer, evaluated) = std::sync::mpsc::sync_channel::<(Range<usize>, Vec<Prediction>)>(1);
+        let frames = &frames;
+        let writer = scope.spawn(move || -> mlff::Result<AtomicFile> {
+            let mut out = out;
+            let mut progress = Progress::new("eval", frames.len());
+            for (range, predictions) in evaluated {
+                let text = text_threads.install(|| frames_text(&frames[range.clone()], &predictions));
+                out.write(text.as_bytes())?;
+                progress.advance(range.len());
+            }
+            progress.finish();
+            Ok(out)
+        });
+        for range in batches {
+            let structures: Vec<Structure> = frames[range.clone()].iter().map(|f| f.structure.clone()).collect();
+            let clock = Instant::now();
+            let predictions = model
+                .evaluate(&device, &structures)
+                .map_err(|e| e.in_context(format!("{}: frames {}..{}", input.display(), range.start, range.end)))?;
+            in_model += clock.elapsed();
+            if to_writer.send((range, predictions)).is_err() {
+                // The writer failed: its error follows.
+                break;
+            }
+        }
+        drop(to_writer);
+        writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
+    out.commit()?;
+    let atoms: usize = frames.iter().map(|f| f.structure.len()).sum();
+    eprintln!(
+        "eval: {} frames ({atoms} atoms) read, evaluated and written in {:.3} s, {:.3} s of it in the model on {}",
+        frames.len(),
+        started.elapsed().as_secs_f64(),
+        in_model.as_secs_f64(),
+        device.describe()
+    );
+    Ok(())
+}
+
+/// The extended-XYZ text of `frames` with their predictions, made in pieces on the
+/// threads of the current rayon pool and joined in order.
+fn frames_text(frames: &[Frame], predictions: &[Prediction]) -> String {
+    use rayon::prelude::*;
+    const PIECE: usize = 256;
+    let pieces: Vec<String> = frames
+        .par_chunks(PIECE)
+        .zip(predictions.par_chunks(PIECE))
+        .map(|(frames, predictions)| {
+            let mut text = String::new();
+            for (f, p) in frames.iter().zip(predictions) {
+                extxyz::write_frame(&mut text, &f.structure, &f.info, Some(p));
+            }
+            text
+        })
+        .collect();
+    pieces.concat()
 }
 
 fn relax(

@@ -14,10 +14,10 @@ use super::architecture::{check_elements, GpuArchitecture, GpuPass};
 use super::tuning::Tuning;
 use super::Weights;
 use crate::error::{invalid_input, Error, Result};
-use crate::gpu::{grid_1d, warp_per_atom, Gpu, Pinned, BLOCK_THREADS};
+use crate::gpu::{grid_1d, warp_per_atom, Gpu, Graph, Pinned, BLOCK_THREADS};
 use crate::gpu_neighbors::GpuCellList;
 use crate::structure::Batch;
-use cudarc::driver::{CudaGraph, CudaSlice, LaunchConfig};
+use cudarc::driver::{CudaSlice, LaunchConfig};
 use mlff_kernels::common::args::{
     EdgeGradientArgs, EmbedArgs, FilterTable, ForcesArgs, Rows, StructureSumsArgs, STRUCTURE_OUT_WORDS,
 };
@@ -332,7 +332,7 @@ pub struct Workspace {
     /// Pinned copies of the energy weights and split virials of weighted calls.
     energy_weight_host: Option<Pinned<f32>>,
     pair_virial_host: Option<Pinned<f32>>,
-    graph: Option<(CallKind, CudaGraph)>,
+    graph: Option<(CallKind, Graph)>,
     /// False with `MLFF_NO_GRAPH` set (every call enqueued eagerly, e.g. to profile).
     use_graph: bool,
     calls_of_shape: usize,
