@@ -456,11 +456,12 @@ fn a_structure_beyond_one_gpu_points_to_lammps() {
     let Some(gpu) = common::gpu_or_skip("a_structure_beyond_one_gpu_points_to_lammps") else { return };
     let gpu = Device::Gpu(std::sync::Arc::new(gpu));
     let model = mlff::default_model().unwrap();
-    // A cubic grid of carbon atoms 1.5 Å apart, more atoms than the GPU's memory holds.
+    // A cubic grid of carbon atoms 3 Å apart (sparse enough for the neighbour search's
+    // own limit on candidate pairs), more atoms than the GPU's memory holds.
     let (free, _) = gpu.as_gpu().unwrap().memory_info().unwrap();
     let side = ((free / 8000) as f64).cbrt().ceil() as usize;
     let positions: Vec<[f64; 3]> = (0..side * side * side)
-        .map(|k| [(k % side) as f64 * 1.5, (k / side % side) as f64 * 1.5, (k / side / side) as f64 * 1.5])
+        .map(|k| [(k % side) as f64 * 3.0, (k / side % side) as f64 * 3.0, (k / side / side) as f64 * 3.0])
         .collect();
     let huge = Structure::molecule(vec![6; positions.len()], positions);
     let small = samples().remove(0);

@@ -319,7 +319,10 @@ impl GpuCellList {
     pub fn check(&self, build: &BuildStatus, structure_of: &[u32], offsets: &[usize]) -> Result<()> {
         let w = &build.words;
         if w[status::TOO_CLOSE] != 0 {
-            let (i, j) = (w[status::CLOSE_I] as usize, w[status::CLOSE_J] as usize);
+            // Lowest first: which of the pair's two edges the search met first depends on
+            // the batch (and its split over devices); the message must not.
+            let (a, b) = (w[status::CLOSE_I] as usize, w[status::CLOSE_J] as usize);
+            let (i, j) = (a.min(b), a.max(b));
             let s = structure_of.get(i).copied().unwrap_or(0) as usize;
             let base = offsets.get(s).copied().unwrap_or(0);
             let which = if i == j {

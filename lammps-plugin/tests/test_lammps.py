@@ -208,7 +208,9 @@ def static_runs(run, systems, ranks, pair_style):
             de = abs(got["energy_from_atoms"] - got["energy"])
             check(de < 1e-9 * abs(energy), f"{label}: Σ pe/atom = pe (off by {de:.1e} eV)")
             dwa = max(abs(a - b) for a, b in zip(got["virial_from_atoms"], got["virial"]))
-            check(dwa < 1e-9 * scale, f"{label}: Σ stress/atom = virial (off by {dwa:.1e} eV)")
+            # Exact on the CPU (f64); on the GPU the per-atom virials are f32 and the
+            # virial is summed separately in f64: 7 digits.
+            check(dwa < 1e-6 * scale, f"{label}: Σ stress/atom = virial (off by {dwa:.1e} eV)")
 
 
 def nve_run(run, water, ranks, pair_style, steps):
