@@ -108,7 +108,8 @@ impl Checkpoint {
         {
             return invalid_input!("checkpoint: the structure offsets do not cover the {n} atoms in order");
         }
-        let per_atom = [("positions", self.positions.len()), ("velocities", self.velocities.len()), ("forces", self.forces.len())];
+        let per_atom =
+            [("positions", self.positions.len()), ("velocities", self.velocities.len()), ("forces", self.forces.len())];
         for (name, len) in per_atom {
             if len != n {
                 return invalid_input!("checkpoint: {len} {name} for {n} atoms");
@@ -129,7 +130,11 @@ impl Checkpoint {
             }
         }
         if self.ensemble.len() != s * state::WORDS {
-            return invalid_input!("checkpoint: {} ensemble words for {s} structures of {}", self.ensemble.len(), state::WORDS);
+            return invalid_input!(
+                "checkpoint: {} ensemble words for {s} structures of {}",
+                self.ensemble.len(),
+                state::WORDS
+            );
         }
         let finite = |x: f64| x.is_finite();
         if !self.positions.iter().chain(&self.velocities).chain(&self.forces).flatten().all(|x| x.is_finite())
@@ -247,18 +252,23 @@ impl Checkpoint {
         let need = |name: &str, dtype: Dtype, width: usize| -> Result<Vec<u8>> {
             tensor(name, dtype, width)?.ok_or_else(|| bad(format!("no tensor `{name}`")))
         };
-        let f32s = |b: Vec<u8>| -> Vec<f32> { b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect() };
+        let f32s = |b: Vec<u8>| -> Vec<f32> {
+            b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        };
         let f64s = |b: Vec<u8>| -> Vec<f64> {
             b.chunks_exact(8).map(|c| f64::from_le_bytes(std::array::from_fn(|k| c[k]))).collect()
         };
         let points = |b: Vec<u8>| -> Vec<[f32; 3]> { f32s(b).chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect() };
-        let numbers: Vec<u32> =
-            need("numbers", Dtype::U32, 1)?.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let numbers: Vec<u32> = need("numbers", Dtype::U32, 1)?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         let offsets = need("offsets", Dtype::U64, 1)?
             .chunks_exact(8)
             .map(|c| usize::try_from(u64::from_le_bytes(std::array::from_fn(|k| c[k]))).unwrap_or(usize::MAX))
             .collect::<Vec<_>>();
-        let pbc: Vec<[bool; 3]> = need("pbc", Dtype::U8, 3)?.chunks_exact(3).map(|c| [c[0] != 0, c[1] != 0, c[2] != 0]).collect();
+        let pbc: Vec<[bool; 3]> =
+            need("pbc", Dtype::U8, 3)?.chunks_exact(3).map(|c| [c[0] != 0, c[1] != 0, c[2] != 0]).collect();
         let has_cell = need("has_cell", Dtype::U8, 1)?;
         let cells_flat = f64s(need("cells", Dtype::F64, 9)?);
         let cells = has_cell
@@ -346,14 +356,17 @@ fn settings_json(settings: &MdSettings, barostat: Option<&Barostat>) -> Value {
 }
 
 fn settings_from_json(v: &Value) -> std::result::Result<(MdSettings, Option<Barostat>), String> {
-    let number = |v: &Value, key: &str| v.get(key).and_then(Value::as_f64).ok_or_else(|| format!("settings: no `{key}`"));
+    let number =
+        |v: &Value, key: &str| v.get(key).and_then(Value::as_f64).ok_or_else(|| format!("settings: no `{key}`"));
     let count = |v: &Value, key: &str| {
         v.get(key).and_then(Value::as_u64).map(|x| x as usize).ok_or_else(|| format!("settings: no `{key}`"))
     };
     let t = v.get("thermostat").ok_or("settings: no `thermostat`")?;
     let thermostat = match t.get("kind").and_then(Value::as_str) {
         Some("none") => Thermostat::None,
-        Some("langevin") => Thermostat::Langevin { temperature: number(t, "temperature")?, friction: number(t, "friction")? },
+        Some("langevin") => {
+            Thermostat::Langevin { temperature: number(t, "temperature")?, friction: number(t, "friction")? }
+        }
         Some("nose-hoover-chain") => Thermostat::NoseHooverChain {
             temperature: number(t, "temperature")?,
             damping: number(t, "damping")?,

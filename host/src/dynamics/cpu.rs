@@ -98,6 +98,12 @@ impl CpuDynamics {
             }
         }
         self.evaluate().map_err(|e| e.in_context(format!("MD step {}", self.step + 1)))?;
+        if plan.barostat {
+            for (s, w) in self.virials.iter().enumerate() {
+                let words = &mut self.ensemble[s * state::WORDS..(s + 1) * state::WORDS];
+                ensemble::barostat_heat_correction(words, [w[0], w[4], w[8]]);
+            }
+        }
         for (i, (v, f)) in self.velocities.iter_mut().zip(&self.forces).enumerate() {
             integrate::kick(v, *f, masses[i], p);
         }
@@ -140,7 +146,8 @@ impl CpuDynamics {
             let w = &self.virials[s];
             let noise = ensemble::barostat_noise(&plan.params, self.step, s as u32);
             let words = &mut self.ensemble[s * state::WORDS..(s + 1) * state::WORDS];
-            if !ensemble::barostat_step(words, twice_kinetic, [w[0], w[4], w[8]], noise, &plan.params).ok {
+            let conserved = plan.momentum_conserved;
+            if !ensemble::barostat_step(words, twice_kinetic, [w[0], w[4], w[8]], noise, conserved, &plan.params).ok {
                 return Err(barostat_error(s, self.step, words));
             }
             let scale = &words[state::SCALE..state::SCALE + 3];

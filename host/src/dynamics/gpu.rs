@@ -294,8 +294,9 @@ impl GpuDynamics {
             }
             self.workspace.enqueue_model(true)?;
             if plan.barostat {
-                // The next step's barostat reads this step's virials.
+                // The step's heat, and the next step's barostat, read this step's virials.
                 self.workspace.state().enqueue_structure_sums(true)?;
+                self.launch_ensemble(k::BAROSTAT_HEAT, grid_1d(self.potential.len(), BLOCK_THREADS)?)?;
             }
             self.launch(k::KICK, atoms, &args)?;
             if plan.chain {

@@ -180,12 +180,16 @@ impl Report<'_> {
         self.cell(s).map(|c| crate::structure::determinant(&c).abs())
     }
 
-    /// Instantaneous pressure (eV/Å³) of a periodic structure, kinetic part included:
-    /// (2K − tr W)/(3V), as ASE's `get_stress(include_ideal_gas=True)` gives it.
+    /// Instantaneous pressure (eV/Å³) of a periodic structure: (N k_B T − tr W/3)/V
+    /// with T the instantaneous temperature. Under Langevin that is (2K − tr W)/(3V),
+    /// as ASE's `get_stress(include_ideal_gas=True)` gives it; where the centre of mass
+    /// is at rest the kinetic part counts the N_f = 3N − 3 degrees of freedom that move,
+    /// so that its mean is the ensemble's N k_B T / V.
     pub fn pressure(&self, s: usize) -> Option<f64> {
         let volume = self.volume(s)?;
         let w = &self.virials[s];
-        Some((2.0 * self.kinetic[s] - (w[0] + w[4] + w[8])) / (3.0 * volume))
+        let ideal = self.num_atoms(s) as f64 * BOLTZMANN * self.temperature(s);
+        Some((ideal - (w[0] + w[4] + w[8]) / 3.0) / volume)
     }
 
     /// The quantity the integration conserves (eV), whose drift measures its error:
@@ -574,7 +578,9 @@ fn plan(settings: &MdSettings, barostat: Option<&Barostat>) -> Result<Plan> {
         }
         Thermostat::NoseHooverChain { temperature, damping, chain, loops } => {
             if !(temperature > 0.0 && temperature.is_finite()) {
-                return invalid_input!("the Nosé–Hoover chain's temperature {temperature} K must be positive and finite");
+                return invalid_input!(
+                    "the Nosé–Hoover chain's temperature {temperature} K must be positive and finite"
+                );
             }
             if !(damping > 0.0 && damping.is_finite()) {
                 return invalid_input!(
@@ -619,7 +625,10 @@ fn check_barostat(b: &Barostat, settings: &MdSettings) -> Result<()> {
         return invalid_input!("the barostat's time constant {} fs must be positive and finite", b.time_constant);
     }
     if !(b.compressibility > 0.0 && b.compressibility.is_finite()) {
-        return invalid_input!("the barostat's compressibility {} Å³/eV must be positive and finite", b.compressibility);
+        return invalid_input!(
+            "the barostat's compressibility {} Å³/eV must be positive and finite",
+            b.compressibility
+        );
     }
     Ok(())
 }
@@ -657,7 +666,7 @@ fn current_cells(batch: &Batch, ensemble: &[f64], barostat: bool) -> Vec<Option<
 fn barostat_error(s: usize, step: u64, words: &[f64]) -> Error {
     let volume = ensemble::determinant(&words[state::CELL..state::CELL + 9]).abs();
     Error::InvalidInput(format!(
-        "structure {s}: MD step {}: the barostat would take the volume ({volume:.1} Å³) outside [½, 2] × its start \
+        "structure {s}: MD step {}: the barostat would take the volume ({volume:.1} Å³) outside [¼, 4] × its start \
          ({:.1} Å³): the pressure is far from the target or the coupling too strong (a longer time constant or a \
          smaller compressibility)",
         step + 1,

@@ -24,12 +24,16 @@ pub mod state {
     /// quantity subtracts it.
     pub const HEAT: usize = 9;
     /// The volume at the start (Å³): the barostat stops a run whose volume leaves
-    /// [½, 2] times it rather than let a collapsing cell blow up the neighbour search.
+    /// [¼, 4] times it rather than let a collapsing cell blow up the neighbour search.
     pub const START_VOLUME: usize = 10;
     /// The barostat's scale factors of the running step, per axis.
     pub const SCALE: usize = 11;
+    /// Their logarithms, until the step's heat is completed (then 0), and the
+    /// virial's diagonal the step used (see [`super::barostat_heat_correction`]).
+    pub const LOG_SCALE: usize = 14;
+    pub const VIRIAL: usize = 17;
     /// Chain positions η_j and momenta p_j (eV·fs).
-    pub const ETA: usize = 14;
+    pub const ETA: usize = 20;
     pub const P_ETA: usize = ETA + MAX_CHAIN;
     pub const WORDS: usize = P_ETA + MAX_CHAIN;
 }
@@ -194,11 +198,7 @@ pub fn nhc_half_step(words: &mut [f64], twice_kinetic: f64, dof: f64, p: &Ensemb
 #[inline(always)]
 fn update_chain_momentum(words: &mut [f64], j: usize, two_k: f64, dof: f64, d2: f64, d4: f64, p: &EnsembleParams) {
     let m = p.chain as usize;
-    let damp = if j + 1 < m {
-        exp64(-d4 * words[state::P_ETA + j + 1] / chain_mass(j + 1, dof, p))
-    } else {
-        1.0
-    };
+    let damp = if j + 1 < m { exp64(-d4 * words[state::P_ETA + j + 1] / chain_mass(j + 1, dof, p)) } else { 1.0 };
     words[state::P_ETA + j] *= damp;
     let force = if j == 0 {
         two_k - dof * p.kt
@@ -236,7 +236,7 @@ pub struct BarostatStep {
     /// Energy exchanged with the bath (eV): the change of K + U + P₀V the step caused,
     /// with U's change from the virial.
     pub heat: f64,
-    /// False if the new volume left [½, 2] × the start's or is not finite: the
+    /// False if the new volume left [¼, 4] × the start's or is not finite: the
     /// step is then not taken.
     pub ok: bool,
 }
@@ -246,24 +246,35 @@ pub struct BarostatStep {
 /// normals. Moves the cell in `words`; the caller scales positions and velocities.
 ///
 /// In ε = ln V, Itô: dε = (β_T/τ_p)(P − P₀) dt + √(2 kT β_T/(V τ_p)) dW samples
-/// e^{−β(F(V) + P₀V)} dV (the −kT/V of the paper's volume equation is the Itô
-/// correction of this change of variable). Anisotropically each ε_a = ln of the
-/// cell's extent along a moves with P_aa, at a third of the rate, so that the volume
-/// relaxes as in the isotropic case.
-pub fn barostat_step(words: &mut [f64], twice_kinetic: [f64; 3], virial: [f64; 3], noise: [f32; 3], p: &EnsembleParams) -> BarostatStep {
+/// e^{−β(H + P₀V)} in the positions, momenta and V, with the velocities scaled as the
+/// positions' inverse (the −kT/V of the paper's volume equation is the Itô correction
+/// of this change of variable). P = (2K − tr W)/(3V), plus kT/V where the centre of
+/// mass is at rest (`momentum_conserved`): its 3 missing momenta would have carried
+/// that Jacobian. Anisotropically each ε_a = ln of the cell's extent along a moves
+/// with P_aa, at a third of the rate, so that the volume relaxes as in the isotropic case.
+pub fn barostat_step(
+    words: &mut [f64],
+    twice_kinetic: [f64; 3],
+    virial: [f64; 3],
+    noise: [f32; 3],
+    momentum_conserved: bool,
+    p: &EnsembleParams,
+) -> BarostatStep {
     let volume = determinant(&words[state::CELL..state::CELL + 9]).abs();
     let rate = p.compressibility_rate;
+    let centre_of_mass = if momentum_conserved { p.kt / volume } else { 0.0 };
     let mut log_scale = [0.0f64; 3];
     if p.coupling == coupling::ISOTROPIC {
         let pressure = ((twice_kinetic[0] + twice_kinetic[1] + twice_kinetic[2]) - (virial[0] + virial[1] + virial[2]))
-            / (3.0 * volume);
+            / (3.0 * volume)
+            + centre_of_mass;
         let sigma = sqrt64(2.0 * p.kt * rate * p.dt / volume);
         let d_eps = rate * (pressure - p.pressure) * p.dt + sigma * noise[0] as f64;
         log_scale = [d_eps / 3.0; 3];
     } else if p.coupling == coupling::ANISOTROPIC {
         let sigma = sqrt64(2.0 * p.kt * rate * p.dt / (3.0 * volume));
         for a in 0..3 {
-            let pressure = (twice_kinetic[a] - virial[a]) / volume;
+            let pressure = (twice_kinetic[a] - virial[a]) / volume + centre_of_mass;
             log_scale[a] = rate / 3.0 * (pressure - p.pressure) * p.dt + sigma * noise[a] as f64;
         }
     }
@@ -271,22 +282,40 @@ pub fn barostat_step(words: &mut [f64], twice_kinetic: [f64; 3], virial: [f64; 3
     let scale: [f64; 3] = core::array::from_fn(|a| exp64(log_scale[a]) as f32 as f64);
     let new_volume = volume * (scale[0] * scale[1] * scale[2]);
     let start = words[state::START_VOLUME];
-    let ok = new_volume.is_finite() && new_volume >= 0.5 * start && new_volume <= 2.0 * start;
+    let ok = new_volume.is_finite() && new_volume >= 0.25 * start && new_volume <= 4.0 * start;
     if !ok {
         return BarostatStep { scale: [1.0; 3], heat: 0.0, ok: false };
     }
     let mut heat = p.pressure * (new_volume - volume);
     for a in 0..3 {
-        // ΔK of v_a → v_a/μ_a, and ΔU ≈ W_aa ln μ_a (dU/d ln μ_a = Σ r_a ∂E/∂r_a).
+        // ΔK of v_a → v_a/μ_a, and ΔU ≈ W_aa ln μ_a (dU/d ln μ_a = Σ r_a ∂E/∂r_a) to
+        // first order; `barostat_heat_correction` adds the second.
+        let log = log_scale_of(scale[a], log_scale[a]);
         heat += 0.5 * twice_kinetic[a] * (1.0 / (scale[a] * scale[a]) - 1.0);
-        heat += virial[a] * log_scale_of(scale[a], log_scale[a]);
+        heat += virial[a] * log;
         for row in 0..3 {
             words[state::CELL + 3 * row + a] *= scale[a];
         }
         words[state::SCALE + a] = scale[a];
+        words[state::LOG_SCALE + a] = log;
+        words[state::VIRIAL + a] = virial[a];
     }
     words[state::HEAT] += heat;
     BarostatStep { scale, heat, ok: true }
+}
+
+/// Completes the heat of the step's cell move once the virial of the moved positions,
+/// `virial` (its diagonal), is known: ΔU ≈ ½ (W_before + W_after) ln μ, the trapezoid
+/// rule, whose error is third order in ln μ (the first-order estimate alone leaves a
+/// second-order error, ½ U'' (ln μ)², always of one sign, that per unit time does not
+/// shrink with the time step).
+pub fn barostat_heat_correction(words: &mut [f64], virial: [f64; 3]) {
+    let mut heat = 0.0;
+    for a in 0..3 {
+        heat += 0.5 * (virial[a] - words[state::VIRIAL + a]) * words[state::LOG_SCALE + a];
+        words[state::LOG_SCALE + a] = 0.0;
+    }
+    words[state::HEAT] += heat;
 }
 
 /// ln μ for the rounded factor μ, from the unrounded logarithm (they differ by the
@@ -411,7 +440,7 @@ mod tests {
         let v0 = determinant(&words[..9]);
         words[state::START_VOLUME] = v0;
         let (two_k, virial) = ([2.0, 2.5, 1.5], [-1.0, 3.0, 0.2]);
-        let step = barostat_step(&mut words, two_k, virial, [0.3, -1.2, 0.8], &p);
+        let step = barostat_step(&mut words, two_k, virial, [0.3, -1.2, 0.8], true, &p);
         assert!(step.ok);
         let v1 = determinant(&words[..9]);
         assert!((v1 / v0 - step.scale.iter().product::<f64>()).abs() < 1e-14);
@@ -423,7 +452,7 @@ mod tests {
         // A runaway volume is refused and leaves the cell alone.
         let runaway = EnsembleParams { compressibility_rate: 1e3, ..p };
         let before = words;
-        assert!(!barostat_step(&mut words, two_k, [1e6; 3], [0.0; 3], &runaway).ok);
+        assert!(!barostat_step(&mut words, two_k, [1e6; 3], [0.0; 3], false, &runaway).ok);
         assert_eq!(words, before);
     }
 }

@@ -52,7 +52,15 @@ impl Integrator {
 /// the kinetic energy the thermostat added (eV; 0 without one), whose running sum
 /// the conserved quantity of Langevin dynamics subtracts.
 #[inline(always)]
-pub fn kick_drift(x: &mut [f32; 3], v: &mut [f32; 3], f: [f32; 3], mass: f32, p: &Integrator, step: u64, atom: u32) -> f64 {
+pub fn kick_drift(
+    x: &mut [f32; 3],
+    v: &mut [f32; 3],
+    f: [f32; 3],
+    mass: f32,
+    p: &Integrator,
+    step: u64,
+    atom: u32,
+) -> f64 {
     let heat = kick_drift_thermostat(x, v, f, mass, p, step, atom);
     drift(x, v, p);
     heat

@@ -281,15 +281,17 @@ fn check_options(args: &MdArgs) -> mlff::Result<()> {
         .into_iter()
         .filter_map(|(n, p)| Some((n, p.as_deref()?)))
         .collect();
-    let outputs: Vec<(&str, &Path)> = [("--log", &args.log), ("--traj", &args.traj), ("--checkpoint", &args.checkpoint)]
-        .into_iter()
-        .filter_map(|(n, p)| Some((n, p.as_deref()?)))
-        .collect();
+    let outputs: Vec<(&str, &Path)> =
+        [("--log", &args.log), ("--traj", &args.traj), ("--checkpoint", &args.checkpoint)]
+            .into_iter()
+            .filter_map(|(n, p)| Some((n, p.as_deref()?)))
+            .collect();
     for (k, (name, path)) in outputs.iter().enumerate() {
         resolve(path)?;
         for (input_name, input) in &inputs {
             if same_file(path, input) {
-                let what = if *input_name == "the input" { "the input file".to_string() } else { input_name.to_string() };
+                let what =
+                    if *input_name == "the input" { "the input file".to_string() } else { input_name.to_string() };
                 return Err(invalid(format!("{name} {} is {what}; it would be overwritten", path.display())));
             }
         }
