@@ -378,19 +378,23 @@ fn gpu_ensembles_follow_the_cpu() {
     let gpu = Device::Gpu(Arc::new(gpu));
     let cpu = Device::cpu().unwrap();
     let model = demo();
-    let boxes = vec![water_box(), copper(2, 0.1)];
+    let water = vec![water_box(), water_box()];
+    let copper = vec![copper(2, 0.1)];
     let molecules = samples();
-    let cases: Vec<(Thermostat, Option<Coupling>, &[Structure])> = vec![
+    // Each box at about its own pressure (both are gas-like under the demo model).
+    let (water_iso, copper_aniso) =
+        (gas_barostat(6000.0, Coupling::Isotropic), gas_barostat(1000.0, Coupling::Anisotropic));
+    let cases: Vec<(Thermostat, Option<Barostat>, &[Structure])> = vec![
         (nhc(400.0), None, &molecules),
-        (nhc(400.0), None, &boxes),
-        (langevin(400.0), Some(Coupling::Isotropic), &boxes),
-        (nhc(400.0), Some(Coupling::Anisotropic), &boxes),
+        (nhc(400.0), None, &water),
+        (langevin(400.0), Some(water_iso), &water),
+        (nhc(400.0), Some(copper_aniso), &copper),
     ];
     for (thermostat, coupling, structures) in cases {
         let settings = MdSettings { timestep: 0.5, thermostat, seed: 5 };
         let trace = |device: &Device| {
             let mut md = match coupling {
-                Some(c) => Dynamics::with_barostat(&model, device, structures, settings, barostat(c)),
+                Some(b) => Dynamics::with_barostat(&model, device, structures, settings, b),
                 None => Dynamics::new(&model, device, structures, settings),
             }
             .unwrap();
