@@ -118,9 +118,9 @@ pub fn exp64(x: f64) -> f64 {
         return 0.0;
     }
     const LOG2E: f64 = core::f64::consts::LOG2_E;
-    // ln 2 split so that k·LN2_HI is exact for |k| < 2¹¹.
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    // ln 2 split so that k·LN2_HI is exact for |k| < 2¹¹ (fdlibm's constants).
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
     let t = x * LOG2E + 0.5;
     let mut k = t as i64;
     if (k as f64) > t {

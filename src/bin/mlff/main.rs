@@ -55,7 +55,7 @@ enum Command {
         device: DeviceChoice,
     },
     /// Molecular dynamics (NVE, Langevin, Nosé–Hoover chain; NPT) of every frame, with replicas, in one batch.
-    Md(md::MdArgs),
+    Md(Box<md::MdArgs>),
     /// FIRE geometry optimisation of every frame (and the cell with --cell).
     Relax {
         model: String,

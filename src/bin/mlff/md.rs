@@ -253,7 +253,7 @@ fn check_options(args: &MdArgs) -> mlff::Result<()> {
         if args.checkpoint.is_none() {
             return Err(invalid("--checkpoint-every needs --checkpoint FILE".into()));
         }
-        if k == 0 || k % args.every != 0 {
+        if k == 0 || !k.is_multiple_of(args.every) {
             return Err(invalid(format!(
                 "--checkpoint-every {k} must be a positive multiple of --every {} (checkpoints are taken at reports)",
                 args.every
@@ -628,7 +628,7 @@ pub fn run(args: &MdArgs) -> mlff::Result<Outcome> {
         reached = r.step;
         let stop = signals::stop_requested();
         if let Some(path) = &args.checkpoint {
-            let due = (r.step - first_step) % checkpoint_every == 0 || r.step == last_step || stop.is_some();
+            let due = (r.step - first_step).is_multiple_of(checkpoint_every) || r.step == last_step || stop.is_some();
             if due {
                 write_checkpoint(path, r, last_step, replicas)?;
             }
