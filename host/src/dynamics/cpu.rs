@@ -49,7 +49,19 @@ impl CpuDynamics {
             heat: vec![0.0; batch.num_atoms()],
         };
         state.evaluate()?;
+        if plan.barostat {
+            state.virials_into_ensemble();
+        }
         Ok(state)
+    }
+
+    /// The virials of the current positions into the ensemble words (see
+    /// `ensemble::barostat_after_forces`).
+    fn virials_into_ensemble(&mut self) {
+        for (s, w) in self.virials.iter().enumerate() {
+            let words = &mut self.ensemble[s * state::WORDS..(s + 1) * state::WORDS];
+            ensemble::barostat_after_forces(words, [w[0], w[4], w[8]]);
+        }
     }
 
     /// Continues from `c` (made for this batch: `Checkpoint::batch` checked it).
@@ -99,10 +111,7 @@ impl CpuDynamics {
         }
         self.evaluate().map_err(|e| e.in_context(format!("MD step {}", self.step + 1)))?;
         if plan.barostat {
-            for (s, w) in self.virials.iter().enumerate() {
-                let words = &mut self.ensemble[s * state::WORDS..(s + 1) * state::WORDS];
-                ensemble::barostat_heat_correction(words, [w[0], w[4], w[8]]);
-            }
+            self.virials_into_ensemble();
         }
         for (i, (v, f)) in self.velocities.iter_mut().zip(&self.forces).enumerate() {
             integrate::kick(v, *f, masses[i], p);
@@ -143,11 +152,9 @@ impl CpuDynamics {
                     twice_kinetic[a] += k[a];
                 }
             }
-            let w = &self.virials[s];
             let noise = ensemble::barostat_noise(&plan.params, self.step, s as u32);
             let words = &mut self.ensemble[s * state::WORDS..(s + 1) * state::WORDS];
-            let conserved = plan.momentum_conserved;
-            if !ensemble::barostat_step(words, twice_kinetic, [w[0], w[4], w[8]], noise, conserved, &plan.params).ok {
+            if !ensemble::barostat_step(words, twice_kinetic, noise, plan.momentum_conserved, &plan.params).ok {
                 return Err(barostat_error(s, self.step, words));
             }
             let scale = &words[state::SCALE..state::SCALE + 3];

@@ -123,6 +123,10 @@ impl GpuDynamics {
         }
         // The first forces; this also grows the edge buffers to the start's needs.
         md.workspace.run(&weights, &batch.positions, true, batch)?;
+        if plan.barostat {
+            // Their virials into the ensemble words, for the first barostat step.
+            md.launch_ensemble(k::BAROSTAT_HEAT, grid_1d(s, BLOCK_THREADS)?)?;
+        }
         // Headroom, so that a denser moment of the trajectory rarely has to replay.
         let edges = md.workspace.state().cells.num_edges()?;
         let wanted = edges + edges / 4 + 256;

@@ -28,9 +28,11 @@ pub mod state {
     pub const START_VOLUME: usize = 10;
     /// The barostat's scale factors of the running step, per axis.
     pub const SCALE: usize = 11;
-    /// Their logarithms, until the step's heat is completed (then 0), and the
-    /// virial's diagonal the step used (see [`super::barostat_heat_correction`]).
+    /// Their logarithms, until the step's heat is completed (then 0).
     pub const LOG_SCALE: usize = 14;
+    /// The virial's diagonal Σ_edges r_a ∂E/∂r_a (eV) at the current positions, kept
+    /// here (and so saved, restored and checkpointed with the rest) by
+    /// [`super::barostat_after_forces`].
     pub const VIRIAL: usize = 17;
     /// Chain positions η_j and momenta p_j (eV·fs).
     pub const ETA: usize = 20;
@@ -241,9 +243,9 @@ pub struct BarostatStep {
     pub ok: bool,
 }
 
-/// One stochastic-cell-rescaling step of one structure (state `words`), from Σ m v_a²
-/// per axis (eV), the virial's diagonal Σ_edges r_a ∂E/∂r_a (eV) and three standard
-/// normals. Moves the cell in `words`; the caller scales positions and velocities.
+/// One stochastic-cell-rescaling step of one structure (state `words`, whose
+/// [`state::VIRIAL`] is that of the step's start), from Σ m v_a² per axis (eV) and
+/// three standard normals. Moves the cell in `words`; the caller scales positions and velocities.
 ///
 /// In ε = ln V, Itô: dε = (β_T/τ_p)(P − P₀) dt + √(2 kT β_T/(V τ_p)) dW samples
 /// e^{−β(H + P₀V)} in the positions, momenta and V, with the velocities scaled as the
@@ -255,11 +257,11 @@ pub struct BarostatStep {
 pub fn barostat_step(
     words: &mut [f64],
     twice_kinetic: [f64; 3],
-    virial: [f64; 3],
     noise: [f32; 3],
     momentum_conserved: bool,
     p: &EnsembleParams,
 ) -> BarostatStep {
+    let virial: [f64; 3] = core::array::from_fn(|a| words[state::VIRIAL + a]);
     let volume = determinant(&words[state::CELL..state::CELL + 9]).abs();
     let rate = p.compressibility_rate;
     let centre_of_mass = if momentum_conserved { p.kt / volume } else { 0.0 };
@@ -298,22 +300,22 @@ pub fn barostat_step(
         }
         words[state::SCALE + a] = scale[a];
         words[state::LOG_SCALE + a] = log;
-        words[state::VIRIAL + a] = virial[a];
     }
     words[state::HEAT] += heat;
     BarostatStep { scale, heat, ok: true }
 }
 
-/// Completes the heat of the step's cell move once the virial of the moved positions,
-/// `virial` (its diagonal), is known: ΔU ≈ ½ (W_before + W_after) ln μ, the trapezoid
-/// rule, whose error is third order in ln μ (the first-order estimate alone leaves a
-/// second-order error, ½ U'' (ln μ)², always of one sign, that per unit time does not
-/// shrink with the time step).
-pub fn barostat_heat_correction(words: &mut [f64], virial: [f64; 3]) {
+/// After the forces of new positions: keeps their virial's diagonal `virial` for the
+/// next barostat step, and completes the heat of the cell move that led there:
+/// ΔU ≈ ½ (W_before + W_after) ln μ, the trapezoid rule, whose error is third order
+/// in ln μ (the first-order estimate alone leaves a second-order error, ½ U'' (ln μ)²,
+/// always of one sign, that per unit time does not shrink with the time step).
+pub fn barostat_after_forces(words: &mut [f64], virial: [f64; 3]) {
     let mut heat = 0.0;
     for a in 0..3 {
         heat += 0.5 * (virial[a] - words[state::VIRIAL + a]) * words[state::LOG_SCALE + a];
         words[state::LOG_SCALE + a] = 0.0;
+        words[state::VIRIAL + a] = virial[a];
     }
     words[state::HEAT] += heat;
 }
@@ -440,7 +442,8 @@ mod tests {
         let v0 = determinant(&words[..9]);
         words[state::START_VOLUME] = v0;
         let (two_k, virial) = ([2.0, 2.5, 1.5], [-1.0, 3.0, 0.2]);
-        let step = barostat_step(&mut words, two_k, virial, [0.3, -1.2, 0.8], true, &p);
+        barostat_after_forces(&mut words, virial);
+        let step = barostat_step(&mut words, two_k, [0.3, -1.2, 0.8], true, &p);
         assert!(step.ok);
         let v1 = determinant(&words[..9]);
         assert!((v1 / v0 - step.scale.iter().product::<f64>()).abs() < 1e-14);
@@ -451,8 +454,9 @@ mod tests {
         assert!((step.heat - expected).abs() < 1e-12, "{} vs {expected}", step.heat);
         // A runaway volume is refused and leaves the cell alone.
         let runaway = EnsembleParams { compressibility_rate: 1e3, ..p };
+        barostat_after_forces(&mut words, [1e6; 3]);
         let before = words;
-        assert!(!barostat_step(&mut words, two_k, [1e6; 3], [0.0; 3], false, &runaway).ok);
+        assert!(!barostat_step(&mut words, two_k, [0.0; 3], false, &runaway).ok);
         assert_eq!(words, before);
     }
 }

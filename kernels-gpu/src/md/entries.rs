@@ -21,7 +21,7 @@ crate::kernels! {
     NHC_HALF = mlff_md_nhc_half(EnsembleArgs) => gpu::nhc_half;
     /// Each structure's stochastic cell rescaling (one block each).
     BAROSTAT = mlff_md_barostat(EnsembleArgs) => gpu::barostat;
-    /// Each structure's barostat heat, completed with the new virial (one thread each).
+    /// Each structure's new virial into its ensemble words, completing the barostat's heat.
     BAROSTAT_HEAT = mlff_md_barostat_heat(EnsembleArgs) => gpu::barostat_heat;
     /// The barostat's scaling of positions and velocities, then the second A.
     SCALE_DRIFT = mlff_md_scale_drift(EnsembleArgs) => gpu::scale_drift;

@@ -198,12 +198,10 @@ pub unsafe fn barostat(e: &EnsembleArgs) {
     }
     let total = gpu::block_sum_f64(acc);
     if gpu::thread_idx() == 0 {
-        let out = e.structure_out.add(s * STRUCTURE_OUT_WORDS + 1);
-        let virial = [*out, *out.add(4), *out.add(8)];
         let step = *e.clock.add(md_clock::STEP);
         let noise = ensemble::barostat_noise(&e.params, step, s as u32);
         let w = words(e, s);
-        if ensemble::barostat_step(w, total, virial, noise, e.momentum_conserved != 0, &e.params).ok {
+        if ensemble::barostat_step(w, total, noise, e.momentum_conserved != 0, &e.params).ok {
             ensemble::set_record_cell(&mut *e.records.add(s), &w[state::CELL..state::CELL + 9]);
         } else {
             *e.md_status.add(md_status::BAROSTAT) = s as u32 + 1;
@@ -213,15 +211,15 @@ pub unsafe fn barostat(e: &EnsembleArgs) {
     }
 }
 
-/// Completes each structure's barostat heat with the virial of the moved positions
-/// (one thread each).
+/// Each structure's virial after the forces (from the per-structure sums) into its
+/// ensemble words, completing the barostat's heat of the step (one thread each).
 pub unsafe fn barostat_heat(e: &EnsembleArgs) {
     let s = gpu::global_id();
     if s >= e.num_structures as usize || ensemble_frozen(e) {
         return;
     }
     let out = e.structure_out.add(s * STRUCTURE_OUT_WORDS + 1);
-    ensemble::barostat_heat_correction(words(e, s), [*out, *out.add(4), *out.add(8)]);
+    ensemble::barostat_after_forces(words(e, s), [*out, *out.add(4), *out.add(8)]);
 }
 
 /// The barostat's move of each atom (x_a ← μ_a x_a, v_a ← v_a/μ_a), then the second
