@@ -541,10 +541,11 @@ pub fn run(args: &MdArgs) -> mlff::Result<Outcome> {
         return Err(invalid(format!("--traj {}: no structure selected", path.display())));
     }
     let atoms_of: Vec<f64> = templates.iter().map(|s| s.len().max(1) as f64).collect();
-    let (mut drift, first_step) = md.current(|r| {
+    let (mut drift, first_step, tracked) = md.current(|r| {
         let start: Vec<f64> =
             (0..r.num_structures()).map(|s| r.conserved(s).unwrap_or(r.total_energy(s)) / atoms_of[s]).collect();
-        (Drift { last: start.clone(), start, worst: 0.0 }, r.step)
+        let tracked = (0..r.num_structures()).all(|s| r.conserved(s).is_some());
+        (Drift { last: start.clone(), start, worst: 0.0 }, r.step, tracked)
     })?;
     let periodic = templates.iter().any(|s| s.is_periodic() && s.cell.is_some());
     let mut outputs = Outputs::create(args, templates.len(), &written, periodic)?;
@@ -566,7 +567,10 @@ pub fn run(args: &MdArgs) -> mlff::Result<Outcome> {
     let mut on_report = |r: &Report| -> mlff::Result<()> {
         let n = r.num_structures().max(1) as f64;
         let mean = |f: &dyn Fn(usize) -> f64| (0..r.num_structures()).map(f).sum::<f64>() / n;
+        // Where the conserved quantity is not tracked (Langevin on the fused engine),
+        // the drift is the total energy's and the column says "-".
         let conserved = |s: usize| r.conserved(s).unwrap_or(r.total_energy(s));
+        let conserved_column = |s: usize| optional(r.conserved(s), 6);
         let mut line = String::new();
         for (s, (last, atoms)) in drift.last.iter_mut().zip(&atoms_of).enumerate() {
             *last = conserved(s) / atoms;
@@ -579,14 +583,14 @@ pub fn run(args: &MdArgs) -> mlff::Result<Outcome> {
                     String::new()
                 };
                 line += &format!(
-                    "{:>8} {:>10.4} {s:>6} {:>16.6} {:>14.6} {:>16.6} {:>10.2}{pv} {:>16.6} {:>12.3e}\n",
+                    "{:>8} {:>10.4} {s:>6} {:>16.6} {:>14.6} {:>16.6} {:>10.2}{pv} {:>16} {:>12.3e}\n",
                     r.step,
                     r.time / 1000.0,
                     r.potential[s],
                     r.kinetic[s],
                     r.total_energy(s),
                     r.temperature(s),
-                    conserved(s),
+                    conserved_column(s),
                     change
                 );
             }
@@ -605,15 +609,16 @@ pub fn run(args: &MdArgs) -> mlff::Result<Outcome> {
             } else {
                 String::new()
             };
+            let tracked = (0..r.num_structures()).all(|s| r.conserved(s).is_some());
             line = format!(
-                "{:>8} {:>10.4} {:>16.6} {:>14.6} {:>16.6} {:>10.2}{pv} {:>16.6} {:>12.3e}\n",
+                "{:>8} {:>10.4} {:>16.6} {:>14.6} {:>16.6} {:>10.2}{pv} {:>16} {:>12.3e}\n",
                 r.step,
                 r.time / 1000.0,
                 mean(&|s| r.potential[s]),
                 mean(&|s| r.kinetic[s]),
                 mean(&|s| r.total_energy(s)),
                 mean(&|s| r.temperature(s)),
-                mean(&conserved),
+                optional(tracked.then(|| mean(&conserved)), 6),
                 drift.worst
             );
         }
@@ -675,7 +680,9 @@ pub fn run(args: &MdArgs) -> mlff::Result<Outcome> {
         changes.len(),
         if ps > 0.0 { mean_change / ps } else { 0.0 },
         drift.worst,
-        if matches!(md.settings().thermostat, Thermostat::None) && md.barostat().is_none() {
+        if !tracked {
+            " (of the total energy: this engine does not track the thermostat's heat)"
+        } else if matches!(md.settings().thermostat, Thermostat::None) && md.barostat().is_none() {
             ""
         } else {
             " (of the conserved quantity)"
