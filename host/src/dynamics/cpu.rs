@@ -69,7 +69,8 @@ impl CpuDynamics {
         self.step = c.step;
         self.velocities = c.velocities.clone();
         self.forces = c.forces.clone();
-        self.heat = c.heat.clone();
+        // An untracked heat (a fused-engine Langevin run) restarts from zero.
+        self.heat = if c.heat.is_empty() { vec![0.0; c.num_atoms()] } else { c.heat.clone() };
         self.ensemble = c.ensemble.clone();
     }
 

@@ -153,6 +153,9 @@ impl GpuDynamics {
         unsafe {
             if n > 0 {
                 self.gpu.copy_to_device(&mut self.saved, &saved)?;
+            }
+            // An untracked heat (a fused-engine Langevin run) restarts from zero.
+            if !c.heat.is_empty() {
                 self.gpu.copy_to_device(&mut self.saved_heat, &c.heat)?;
             }
             if !c.ensemble.is_empty() {
