@@ -456,3 +456,20 @@ fn gpu_npt_recovers_from_overflowing_edges() {
     assert!(plain.0 == recovered.0, "the replayed chunk's atoms differ");
     assert!(plain.1 == recovered.1, "the replayed chunk's ensemble state or cells differ");
 }
+
+/// Langevin on the fused engine (molecules) tracks the thermostat's heat too.
+#[test]
+fn gpu_fused_langevin_keeps_its_conserved_quantity_flat() {
+    let Some(gpu) = gpu_or_skip("gpu_fused_langevin_keeps_its_conserved_quantity_flat") else { return };
+    let gpu = Device::Gpu(Arc::new(gpu));
+    let settings = MdSettings { timestep: 0.5, thermostat: langevin(600.0), seed: 3 };
+    let mut md = Dynamics::new(&demo(), &gpu, &samples(), settings).unwrap();
+    assert_eq!(md.engine_name(), "fused");
+    md.maxwell_boltzmann(150.0, 4).unwrap();
+    let samples = run(&mut md, 300, 10);
+    for (s, (conserved, energy)) in excursions(&samples).into_iter().enumerate() {
+        println!("fused Langevin structure {s}: conserved moved {conserved:.2e} eV, E {energy:.2e} eV");
+        assert!(energy > 0.05, "structure {s}: the bath did nothing ({energy} eV)");
+        assert!(conserved < 1e-3 * energy, "structure {s}: conserved moved {conserved:.2e} eV, E {energy:.2e} eV");
+    }
+}

@@ -4,7 +4,7 @@
 //! every step with no host involvement). The state stays on the GPU; a report copies
 //! it out.
 
-use super::{Checkpoint, Report, ReportContext, Thermostat};
+use super::{Checkpoint, Report, ReportContext};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::fused::{self, block_threads, explain_fault, scratch_offsets, FusedStudentGpu, FusedStudentWeights};
@@ -29,6 +29,8 @@ pub(super) struct FusedDynamics {
     energies: CudaSlice<f64>,
     faults: CudaSlice<u32>,
     fault_steps: CudaSlice<u64>,
+    /// Per atom: the kinetic energy the Langevin thermostat added (eV).
+    heat: CudaSlice<f64>,
     integrator: Integrator,
     masses_host: Vec<f32>,
     step: u64,
@@ -64,6 +66,7 @@ impl FusedDynamics {
             energies: gpu.zeros(s.max(1))?,
             faults: gpu.zeros(s.max(1))?,
             fault_steps: gpu.zeros(s.max(1))?,
+            heat: gpu.zeros(n.max(1))?,
             integrator,
             masses_host: masses.to_vec(),
             step: 0,
@@ -97,6 +100,7 @@ impl FusedDynamics {
         args.velocities = g.address(&self.velocities);
         args.masses = g.address(&self.masses);
         args.fault_steps = g.address(&self.fault_steps);
+        args.heat = g.address(&self.heat);
         args.integrator = self.integrator;
         args.first_step = self.step;
         args.num_structures = s as u32;
@@ -128,11 +132,14 @@ impl FusedDynamics {
         Ok(())
     }
 
-    /// Continues from `c` (made for this batch): velocities, forces and the step.
+    /// Continues from `c` (made for this batch): velocities, forces, the heat and the step.
     pub(super) fn restore(&mut self, c: &Checkpoint) -> Result<()> {
         if !c.velocities.is_empty() {
             self.velocities = self.gpu.upload(&c.velocities)?;
             self.forces = self.gpu.upload(&c.forces)?;
+        }
+        if !c.heat.is_empty() {
+            self.heat = self.gpu.upload(&c.heat)?;
         }
         self.step = c.step;
         Ok(())
@@ -156,13 +163,10 @@ impl FusedDynamics {
             .map(|w| (w[0]..w[1]).map(|i| kinetic_energy(velocities[i], self.masses_host[i])).sum())
             .collect();
         let s = batch.num_structures();
-        // No ensemble state here (NVE and Langevin only); the Langevin heat is not
-        // tracked by the fused kernel, so its conserved quantity is not reported.
+        // No ensemble state here (NVE and Langevin only).
         let ensemble = vec![0.0; s * state::WORDS];
-        let heat = match context.settings.thermostat {
-            Thermostat::Langevin { .. } => Vec::new(),
-            _ => vec![0.0; n],
-        };
+        let mut heat = g.download(&self.heat)?;
+        heat.truncate(n);
         Ok(look(&Report {
             step: self.step,
             time: self.step as f64 * context.dt(),

@@ -129,7 +129,7 @@ pub struct Report<'a> {
     /// Per structure, the ensemble state words (`mlff_kernels::md::ensemble::state`).
     pub ensemble: &'a [f64],
     /// Per atom, the kinetic energy the Langevin thermostat added so far (eV); empty
-    /// where it is not tracked (Langevin on the fused engine).
+    /// where it is not tracked.
     pub heat: &'a [f64],
     pub settings: &'a MdSettings,
     pub barostat: Option<&'a Barostat>,
@@ -195,7 +195,7 @@ impl Report<'_> {
     /// The quantity the integration conserves (eV), whose drift measures its error:
     /// the total energy, plus the chain's energy, plus P₀V minus what the barostat
     /// exchanged with its bath, minus what the Langevin thermostat added. `None` where
-    /// it is not tracked (Langevin on the fused engine).
+    /// the heat is not tracked (every engine tracks it today).
     pub fn conserved(&self, s: usize) -> Option<f64> {
         let mut e = self.total_energy(s);
         let words = &self.ensemble[s * state::WORDS..(s + 1) * state::WORDS];
