@@ -137,9 +137,14 @@ unsafe fn ensemble_frozen(e: &EnsembleArgs) -> bool {
 }
 
 /// Structure s's ensemble words.
+///
+/// # Safety
+/// `s < num_structures` (the host checked `ensemble` holds that many structures'
+/// words), and only one thread of the launch touches structure s's words.
 #[inline(always)]
 unsafe fn words<'a>(e: &EnsembleArgs, s: usize) -> &'a mut [f64] {
-    core::slice::from_raw_parts_mut(e.ensemble.add(s * state::WORDS), state::WORDS)
+    // SAFETY: within the buffer by the contract above; no other live reference.
+    unsafe { core::slice::from_raw_parts_mut(e.ensemble.add(s * state::WORDS), state::WORDS) }
 }
 
 /// Half a step of each structure's Nosé–Hoover chain: one block per structure sums
@@ -230,7 +235,9 @@ pub unsafe fn scale_drift(e: &EnsembleArgs) {
         return;
     }
     let s = *e.structure_of.add(i) as usize;
-    let scale = core::slice::from_raw_parts(e.ensemble.add(s * state::WORDS + state::SCALE), 3);
+    // SAFETY: s is an atom's structure, below num_structures; the barostat kernel
+    // wrote these words before this launch and nothing writes them during it.
+    let scale = unsafe { core::slice::from_raw_parts(e.ensemble.add(s * state::WORDS + state::SCALE), 3) };
     let (mut x, mut v) = (*e.positions.add(i), *e.velocities.add(i));
     ensemble::scale_atom(&mut x, &mut v, scale);
     md::drift(&mut x, &v, &e.integrator);
@@ -244,6 +251,7 @@ pub unsafe fn set_records(e: &EnsembleArgs) {
     if s >= e.num_structures as usize {
         return;
     }
-    let cell = core::slice::from_raw_parts(e.ensemble.add(s * state::WORDS + state::CELL), 9);
+    // SAFETY: s < num_structures; one thread per structure, which only reads its cell.
+    let cell = unsafe { core::slice::from_raw_parts(e.ensemble.add(s * state::WORDS + state::CELL), 9) };
     ensemble::set_record_cell(&mut *e.records.add(s), cell);
 }
