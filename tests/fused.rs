@@ -182,6 +182,7 @@ fn emulated_fused_md_follows_the_cpu_md() {
         let integrator = match thermostat {
             Thermostat::None => Integrator::verlet(0.5),
             Thermostat::Langevin { temperature, friction } => Integrator::langevin(0.5, temperature, friction, 12),
+            other => panic!("the fused engine integrates NVE and Langevin only, not {other:?}"),
         };
         let mut positions = batch.positions.clone();
         let mut velocities = start.clone();

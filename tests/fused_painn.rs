@@ -174,6 +174,7 @@ fn integrator(settings: &MdSettings) -> Integrator {
         Thermostat::Langevin { temperature, friction } => {
             Integrator::langevin(dt, temperature, friction, settings.seed)
         }
+        other => panic!("the fused engine integrates NVE and Langevin only, not {other:?}"),
     }
 }
 

@@ -4,13 +4,14 @@
 //! every step with no host involvement). The state stays on the GPU; a report copies
 //! it out.
 
-use super::Report;
+use super::{Checkpoint, Report, ReportContext};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::fused::{self, block_threads, explain_fault, scratch_offsets, FusedStudentGpu, FusedStudentWeights};
 use crate::model::Model;
 use crate::structure::Batch;
 use cudarc::driver::{CudaSlice, LaunchConfig};
+use mlff_kernels::md::ensemble::state;
 use mlff_kernels::md::{kinetic_energy, Integrator};
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ pub(super) struct FusedDynamics {
     energies: CudaSlice<f64>,
     faults: CudaSlice<u32>,
     fault_steps: CudaSlice<u64>,
+    /// Per atom: the kinetic energy the Langevin thermostat added (eV).
+    heat: CudaSlice<f64>,
     integrator: Integrator,
     masses_host: Vec<f32>,
     step: u64,
@@ -63,6 +66,7 @@ impl FusedDynamics {
             energies: gpu.zeros(s.max(1))?,
             faults: gpu.zeros(s.max(1))?,
             fault_steps: gpu.zeros(s.max(1))?,
+            heat: gpu.zeros(n.max(1))?,
             integrator,
             masses_host: masses.to_vec(),
             step: 0,
@@ -96,6 +100,7 @@ impl FusedDynamics {
         args.velocities = g.address(&self.velocities);
         args.masses = g.address(&self.masses);
         args.fault_steps = g.address(&self.fault_steps);
+        args.heat = g.address(&self.heat);
         args.integrator = self.integrator;
         args.first_step = self.step;
         args.num_structures = s as u32;
@@ -127,8 +132,22 @@ impl FusedDynamics {
         Ok(())
     }
 
-    fn show<T>(&self, batch: &Batch, dt: f64, look: impl FnOnce(&Report) -> T) -> Result<T> {
+    /// Continues from `c` (made for this batch): velocities, forces, the heat and the step.
+    pub(super) fn restore(&mut self, c: &Checkpoint) -> Result<()> {
+        if !c.velocities.is_empty() {
+            self.velocities = self.gpu.upload(&c.velocities)?;
+            self.forces = self.gpu.upload(&c.forces)?;
+        }
+        if !c.heat.is_empty() {
+            self.heat = self.gpu.upload(&c.heat)?;
+        }
+        self.step = c.step;
+        Ok(())
+    }
+
+    fn show<T>(&self, context: &ReportContext, look: impl FnOnce(&Report) -> T) -> Result<T> {
         let g = &self.gpu;
+        let batch = context.batch;
         let n = batch.num_atoms();
         let mut positions = g.download(&self.positions)?;
         let mut velocities = g.download(&self.velocities)?;
@@ -143,9 +162,14 @@ impl FusedDynamics {
             .windows(2)
             .map(|w| (w[0]..w[1]).map(|i| kinetic_energy(velocities[i], self.masses_host[i])).sum())
             .collect();
+        let s = batch.num_structures();
+        // No ensemble state here (NVE and Langevin only).
+        let ensemble = vec![0.0; s * state::WORDS];
+        let mut heat = g.download(&self.heat)?;
+        heat.truncate(n);
         Ok(look(&Report {
             step: self.step,
-            time: self.step as f64 * dt,
+            time: self.step as f64 * context.dt(),
             offsets: &batch.offsets,
             origins: &batch.origins,
             numbers: &batch.numbers,
@@ -154,17 +178,24 @@ impl FusedDynamics {
             forces: &forces,
             potential: &potential,
             kinetic: &kinetic,
+            virials: &vec![[0.0; 9]; s],
+            cells: &batch.cells64,
+            pbc: &batch.pbc,
+            masses: context.masses,
+            ensemble: &ensemble,
+            heat: &heat,
+            settings: context.settings,
+            barostat: context.barostat,
         }))
     }
 
-    pub(super) fn current<T>(&mut self, batch: &Batch, dt: f64, look: impl FnOnce(&Report) -> T) -> Result<T> {
-        self.show(batch, dt, look)
+    pub(super) fn current<T>(&mut self, context: &ReportContext, look: impl FnOnce(&Report) -> T) -> Result<T> {
+        self.show(context, look)
     }
 
     pub(super) fn run(
         &mut self,
-        batch: &Batch,
-        dt: f64,
+        context: &ReportContext,
         steps: u64,
         every: u64,
         on_report: &mut dyn FnMut(&Report) -> Result<()>,
@@ -172,9 +203,9 @@ impl FusedDynamics {
         let mut done = 0u64;
         while done < steps {
             let k = every.min(steps - done);
-            self.launch(k, batch)?;
+            self.launch(k, context.batch)?;
             done += k;
-            self.show(batch, dt, |r| on_report(r))??;
+            self.show(context, |r| on_report(r))??;
         }
         Ok(())
     }

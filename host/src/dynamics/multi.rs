@@ -13,12 +13,12 @@
 //! (`Integrator::first_atom`), so the split changes no trajectory beyond the round-off
 //! of the model on a smaller batch.
 
-use super::{Dynamics, MdSettings, Report};
+use super::{Barostat, Dynamics, MdSettings, Report, ReportContext};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::spread::{balanced_ranges, bind, describe_short, in_input_terms, on_each};
-use crate::structure::{Batch, Structure};
+use crate::structure::Structure;
 use std::ops::Range;
 use std::sync::mpsc;
 
@@ -36,6 +36,7 @@ struct Part {
 }
 
 /// One device's report, copied out to be joined with the others'.
+#[derive(Default)]
 struct Snapshot {
     step: u64,
     time: f64,
@@ -44,6 +45,11 @@ struct Snapshot {
     forces: Vec<[f32; 3]>,
     potential: Vec<f64>,
     kinetic: Vec<f64>,
+    virials: Vec<[f64; 9]>,
+    cells: Vec<Option<[[f64; 3]; 3]>>,
+    ensemble: Vec<f64>,
+    /// Empty where the engine does not track it (then empty for the whole set).
+    heat: Vec<f64>,
 }
 
 impl Snapshot {
@@ -56,6 +62,10 @@ impl Snapshot {
             forces: r.forces.to_vec(),
             potential: r.potential.to_vec(),
             kinetic: r.kinetic.to_vec(),
+            virials: r.virials.to_vec(),
+            cells: r.cells.to_vec(),
+            ensemble: r.ensemble.to_vec(),
+            heat: r.heat.to_vec(),
         }
     }
 
@@ -69,29 +79,28 @@ impl Snapshot {
                  error; start a new MD run"
             )));
         }
+        let every_heat = parts.iter().all(|p| !p.heat.is_empty());
         let mut parts = parts.into_iter();
-        let Some(mut joined) = parts.next() else {
-            return Ok(Snapshot {
-                step: 0,
-                time: 0.0,
-                positions: Vec::new(),
-                velocities: Vec::new(),
-                forces: Vec::new(),
-                potential: Vec::new(),
-                kinetic: Vec::new(),
-            });
-        };
+        let Some(mut joined) = parts.next() else { return Ok(Snapshot::default()) };
         for p in parts {
             joined.positions.extend(p.positions);
             joined.velocities.extend(p.velocities);
             joined.forces.extend(p.forces);
             joined.potential.extend(p.potential);
             joined.kinetic.extend(p.kinetic);
+            joined.virials.extend(p.virials);
+            joined.cells.extend(p.cells);
+            joined.ensemble.extend(p.ensemble);
+            joined.heat.extend(p.heat);
+        }
+        if !every_heat {
+            joined.heat.clear();
         }
         Ok(joined)
     }
 
-    fn report<'a>(&'a self, batch: &'a Batch) -> Report<'a> {
+    fn report<'a>(&'a self, context: &'a ReportContext) -> Report<'a> {
+        let batch = context.batch;
         Report {
             step: self.step,
             time: self.time,
@@ -103,6 +112,14 @@ impl Snapshot {
             forces: &self.forces,
             potential: &self.potential,
             kinetic: &self.kinetic,
+            virials: &self.virials,
+            cells: &self.cells,
+            pbc: &batch.pbc,
+            masses: context.masses,
+            ensemble: &self.ensemble,
+            heat: &self.heat,
+            settings: context.settings,
+            barostat: context.barostat,
         }
     }
 }
@@ -115,7 +132,13 @@ fn stopped_with_the_others() -> Error {
 impl MultiDynamics {
     /// A [`Dynamics`] per member of `device` for its share of `structures` (made
     /// concurrently: each evaluates its first forces).
-    pub(super) fn new(model: &Model, device: &Device, structures: &[Structure], settings: MdSettings) -> Result<Self> {
+    pub(super) fn new(
+        model: &Model,
+        device: &Device,
+        structures: &[Structure],
+        settings: MdSettings,
+        barostat: Option<Barostat>,
+    ) -> Result<Self> {
         let sizes: Vec<usize> = structures.iter().map(Structure::len).collect();
         let ranges = balanced_ranges(&sizes, device.members().len());
         let first_atom = |structure: usize| sizes[..structure].iter().sum::<usize>();
@@ -124,7 +147,7 @@ impl MultiDynamics {
             let first = u32::try_from(first_atom(range.start)).map_err(|_| {
                 Error::InvalidInput(format!("{} atoms is beyond the engine's indices", first_atom(range.start)))
             })?;
-            Dynamics::starting_at_atom(model, member, &structures[range], settings, first)
+            Dynamics::starting_at_atom(model, member, &structures[range], settings, barostat, first)
         });
         let mut parts = Vec::with_capacity(ranges.len());
         for ((member, range), made) in device.members().iter().zip(&ranges).zip(made) {
@@ -153,21 +176,20 @@ impl MultiDynamics {
         Ok(())
     }
 
-    pub(super) fn current<T>(&mut self, batch: &Batch, _dt: f64, look: impl FnOnce(&Report) -> T) -> Result<T> {
+    pub(super) fn current<T>(&mut self, context: &ReportContext, look: impl FnOnce(&Report) -> T) -> Result<T> {
         let mut snapshots = Vec::with_capacity(self.parts.len());
         for part in &mut self.parts {
             let snapshot = bind(&part.device).and_then(|()| part.dynamics.current(Snapshot::of));
             snapshots.push(snapshot.map_err(|e| in_input_terms(e, &part.device, &part.structures))?);
         }
-        Ok(look(&Snapshot::join(snapshots)?.report(batch)))
+        Ok(look(&Snapshot::join(snapshots)?.report(context)))
     }
 
     /// Runs every device's share for `steps` steps on threads of their own, showing
     /// the joined state to `on_report` (on the calling thread) at every report.
     pub(super) fn run(
         &mut self,
-        batch: &Batch,
-        _dt: f64,
+        context: &ReportContext,
         steps: u64,
         every: u64,
         on_report: &mut dyn FnMut(&Report) -> Result<()>,
@@ -220,7 +242,7 @@ impl MultiDynamics {
                         Err(_) => break 'reports,
                     }
                 }
-                if let Err(e) = Snapshot::join(snapshots).and_then(|joined| on_report(&joined.report(batch))) {
+                if let Err(e) = Snapshot::join(snapshots).and_then(|joined| on_report(&joined.report(context))) {
                     caller = Err(e);
                     break;
                 }

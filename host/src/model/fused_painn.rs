@@ -151,6 +151,7 @@ fn painn_args(
         velocities: std::ptr::null_mut(),
         masses: std::ptr::null(),
         fault_steps: std::ptr::null_mut(),
+        heat: std::ptr::null_mut(),
         integrator: Integrator::default(),
         first_step: 0,
         steps: 0,

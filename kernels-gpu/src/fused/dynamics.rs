@@ -14,6 +14,8 @@ pub struct Trajectory<'a> {
     /// The forces of the current positions (the evaluation writes them).
     pub forces: *const [f32; 3],
     pub masses: *const f32,
+    /// Per atom: the kinetic energy the thermostat added so far (eV), or null.
+    pub heat: *mut f64,
     pub integrator: &'a Integrator,
     /// The structure's fault bits and the step a fault stopped it at.
     pub fault: *mut u32,
@@ -60,9 +62,13 @@ unsafe fn kick_drift<T: Team>(team: &T, t: &Trajectory, step: u64) {
     for i in items(team, t.atoms.len()) {
         let atom = t.atoms.start + i;
         let (mut x, mut v) = (*t.positions.add(atom), *t.velocities.add(atom));
-        md::kick_drift(&mut x, &mut v, *t.forces.add(atom), *t.masses.add(atom), t.integrator, step, atom as u32);
+        let heat =
+            md::kick_drift(&mut x, &mut v, *t.forces.add(atom), *t.masses.add(atom), t.integrator, step, atom as u32);
         *t.positions.add(atom) = x;
         *t.velocities.add(atom) = v;
+        if !t.heat.is_null() {
+            *t.heat.add(atom) += heat;
+        }
     }
 }
 

@@ -67,6 +67,8 @@ pub struct FusedStudentArgs {
     pub velocities: *mut [f32; 3],
     pub masses: *const f32,
     pub fault_steps: *mut u64,
+    /// Per atom: the kinetic energy the thermostat added (eV), accumulated; or null.
+    pub heat: *mut f64,
     pub integrator: Integrator,
     /// Step number of the first step of this launch (the thermostat's noise counter).
     pub first_step: u64,
@@ -631,6 +633,7 @@ pub unsafe fn md<T: Team>(team: &T, a: &FusedStudentArgs, s: usize) {
         velocities: a.velocities,
         forces: a.forces,
         masses: a.masses,
+        heat: a.heat,
         integrator: &a.integrator,
         fault: a.faults.add(s),
         fault_step: a.fault_steps.add(s),

@@ -24,9 +24,45 @@ pub struct MdArgs {
     pub cell_status: *const u32,
     /// Per structure: kinetic energy (eV).
     pub kinetic: *mut f64,
+    /// Per atom: the kinetic energy the thermostat's noise and friction added so far
+    /// (eV), and its copy at the saved state.
+    pub heat: *mut f64,
+    pub saved_heat: *mut f64,
+    /// Every structure's ensemble state (`ensemble_words` f64 words), and its copy at
+    /// the saved state.
+    pub ensemble: *mut f64,
+    pub saved_ensemble: *mut f64,
+    pub ensemble_words: u32,
+    pub pad: u32,
     pub integrator: super::Integrator,
     pub num_atoms: u32,
     pub num_structures: u32,
+}
+
+/// The ensemble kernels (`mlff_md_nhc_half`, `mlff_md_barostat`, `mlff_md_scale_drift`,
+/// `mlff_md_set_records`): per-structure thermostat and barostat steps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EnsembleArgs {
+    pub positions: *mut [f32; 3],
+    pub velocities: *mut [f32; 3],
+    pub masses: *const f32,
+    /// The neighbour search's records, whose cells the barostat moves.
+    pub records: *mut StructureRecord,
+    pub structure_of: *const u32,
+    /// Per structure `STRUCTURE_OUT_WORDS`: energy, then the virial (row-major).
+    pub structure_out: *const f64,
+    /// Per structure `ensemble::state::WORDS` f64 words.
+    pub ensemble: *mut f64,
+    pub clock: *mut u64,
+    pub md_status: *mut u32,
+    pub params: super::ensemble::EnsembleParams,
+    pub integrator: super::Integrator,
+    pub num_atoms: u32,
+    pub num_structures: u32,
+    /// 1 where the centre of mass is at rest (3N − 3 degrees of freedom), 0 for Langevin.
+    pub momentum_conserved: u32,
+    pub pad: u32,
 }
 
 /// Words of the MD clock (u64).
@@ -47,8 +83,13 @@ pub mod md_status {
     pub const FROZEN: usize = 0;
     /// The faulting build's status words (`status::WORDS` of them) from here on.
     pub const CELL_STATUS: usize = 1;
-    pub const WORDS: usize = 1 + crate::neighbors::args::status::WORDS;
+    /// 1 + the structure whose barostat would have left the allowed volumes (0: none).
+    pub const BAROSTAT: usize = 1 + crate::neighbors::args::status::WORDS;
+    pub const WORDS: usize = 2 + crate::neighbors::args::status::WORDS;
 }
 
 // SAFETY: `#[repr(C)]`, plain values and device addresses only.
 unsafe impl KernelArgs for MdArgs {}
+
+// SAFETY: `#[repr(C)]`, plain values and device addresses only.
+unsafe impl KernelArgs for EnsembleArgs {}

@@ -6,6 +6,7 @@
 //! Units: Å, fs, eV, atomic mass units.
 
 pub mod args;
+pub mod ensemble;
 pub mod entries;
 #[cfg(target_arch = "nvptx64")]
 mod gpu;
@@ -51,9 +52,35 @@ impl Integrator {
 
 /// B, A, O, A of BAOAB: half kick with the forces of the current positions, half
 /// drift, friction and noise, half drift. `step` and `atom` (within the batch; see
-/// [`Integrator::first_atom`]) pick the noise.
+/// [`Integrator::first_atom`]) pick the noise. Returns
+/// the kinetic energy the thermostat added (eV; 0 without one), whose running sum
+/// the conserved quantity of Langevin dynamics subtracts.
 #[inline(always)]
-pub fn kick_drift(x: &mut [f32; 3], v: &mut [f32; 3], f: [f32; 3], mass: f32, p: &Integrator, step: u64, atom: u32) {
+pub fn kick_drift(
+    x: &mut [f32; 3],
+    v: &mut [f32; 3],
+    f: [f32; 3],
+    mass: f32,
+    p: &Integrator,
+    step: u64,
+    atom: u32,
+) -> f64 {
+    let heat = kick_drift_thermostat(x, v, f, mass, p, step, atom);
+    drift(x, v, p);
+    heat
+}
+
+/// B, A, O of BAOAB (see [`kick_drift`]): the part before a barostat moves the cell.
+#[inline(always)]
+pub fn kick_drift_thermostat(
+    x: &mut [f32; 3],
+    v: &mut [f32; 3],
+    f: [f32; 3],
+    mass: f32,
+    p: &Integrator,
+    step: u64,
+    atom: u32,
+) -> f64 {
     let half = 0.5 * p.dt;
     let accel = ACCELERATION_UNIT / mass;
     for a in 0..3 {
@@ -61,12 +88,21 @@ pub fn kick_drift(x: &mut [f32; 3], v: &mut [f32; 3], f: [f32; 3], mass: f32, p:
         x[a] += half * v[a];
     }
     if p.velocity_decay != 1.0 || p.noise != 0.0 {
+        let before = kinetic_energy(*v, mass);
         let sigma = p.noise * sqrt(accel);
         let g = gaussians(p.seed, step, p.first_atom.wrapping_add(atom));
         for a in 0..3 {
             v[a] = p.velocity_decay * v[a] + sigma * g[a];
         }
+        return kinetic_energy(*v, mass) - before;
     }
+    0.0
+}
+
+/// The second A of BAOAB: half drift.
+#[inline(always)]
+pub fn drift(x: &mut [f32; 3], v: &[f32; 3], p: &Integrator) {
+    let half = 0.5 * p.dt;
     for a in 0..3 {
         x[a] += half * v[a];
     }

@@ -4,6 +4,7 @@
 mod bench;
 mod md;
 mod output;
+mod progress;
 mod signals;
 
 use clap::{Parser, Subcommand};
@@ -61,8 +62,8 @@ enum Command {
         #[command(flatten)]
         device: DeviceChoice,
     },
-    /// Molecular dynamics (NVE or Langevin) of every frame, with replicas, in one batch.
-    Md(md::MdArgs),
+    /// Molecular dynamics (NVE, Langevin, Nosé–Hoover chain; NPT) of every frame, with replicas, in one batch.
+    Md(Box<md::MdArgs>),
     /// FIRE geometry optimisation of every frame (and the cell with --cell).
     Relax {
         model: String,
@@ -263,12 +264,12 @@ fn relax(
     }
     let structures: Vec<Structure> = frames.iter().map(|f| f.structure.clone()).collect();
     let mut out = AtomicFile::create(Some(output))?;
+    let mut progress = progress::Progress::new("relax", "steps", 0, settings.max_steps as u64);
     let relaxed = mlff::relax::relax(&model, &device, &structures, settings, |step, active| {
-        if step % 50 == 0 {
-            eprintln!("relax: step {step}, {active} of {} frames still moving", structures.len());
-        }
+        progress.set(step as u64, &format!("{active} of {} frames still moving", structures.len()));
     })
     .map_err(in_file(input))?;
+    progress.finish();
     let mut text = String::new();
     println!("{:>6} {:>8} {:>10} {:>18} {:>12}", "frame", "atoms", "steps", "energy (eV)", "fmax (eV/Å)");
     for (k, (f, r)) in frames.iter().zip(&relaxed).enumerate() {
