@@ -463,7 +463,8 @@ fn gpu_fused_langevin_keeps_its_conserved_quantity_flat() {
     let Some(gpu) = gpu_or_skip("gpu_fused_langevin_keeps_its_conserved_quantity_flat") else { return };
     let gpu = Device::Gpu(Arc::new(gpu));
     let settings = MdSettings { timestep: 0.5, thermostat: langevin(600.0), seed: 3 };
-    let mut md = Dynamics::new(&demo(), &gpu, &samples(), settings).unwrap();
+    let model = demo().with_engine(mlff::model::fused::EngineChoice::Fused);
+    let mut md = Dynamics::new(&model, &gpu, &samples(), settings).unwrap();
     assert_eq!(md.engine_name(), "fused");
     md.maxwell_boltzmann(150.0, 4).unwrap();
     let samples = run(&mut md, 300, 10);

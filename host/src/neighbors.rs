@@ -341,9 +341,13 @@ fn row_of(
                                      have no defined forces"
                                 )
                             } else {
+                                // Lowest first (with the image as seen from it): rows are
+                                // searched in parallel, and whichever of the pair's two rows
+                                // fails first must not change the message.
+                                let (a, b, image) = if i < j { (i, j, shift) } else { (j, i, shift.map(|x| -x)) };
                                 invalid_input!(
-                                    "structure {structure}: atoms {i} and {j} are {d:.2e} Å apart (image \
-                                     {shift:?}); atoms on top of each other have no defined forces"
+                                    "structure {structure}: atoms {a} and {b} are {d:.2e} Å apart (image \
+                                     {image:?}); atoms on top of each other have no defined forces"
                                 )
                             };
                         }
