@@ -299,3 +299,18 @@ fn a_mixed_batch_goes_to_both_engines_and_matches_the_cpu() {
     let message = model.evaluate(&gpu, &bad).unwrap_err().to_string();
     assert!(message.contains("structure 3"), "{message}");
 }
+
+#[test]
+fn the_fused_engine_refuses_elements_beyond_the_embedding() {
+    let model = shared_model();
+    let w = FusedStudentWeights::new(model.student_weights().unwrap()).unwrap();
+    let beyond = (w.max_z() + 1) as u32;
+    let batch = Batch::new(&[Structure::molecule(vec![1, beyond], vec![[0.0; 3], [1.0, 0.0, 0.0]])]).unwrap();
+    let e = emulate_student(&w, &batch, 1, true).unwrap_err().to_string();
+    assert!(e.contains(&format!("atomic number {beyond}")), "{e}");
+    if let Some(gpu) = common::gpu_or_skip("the_fused_engine_refuses_elements_beyond_the_embedding (GPU)") {
+        let mut engine = FusedStudentGpu::new(Arc::new(gpu), &w).unwrap();
+        let e = engine.evaluate(&batch, true).unwrap_err().to_string();
+        assert!(e.contains(&format!("atomic number {beyond}")), "{e}");
+    }
+}

@@ -131,6 +131,11 @@ impl FusedStudentWeights {
     pub fn num_blocks(&self) -> usize {
         self.tables.len()
     }
+
+    /// The largest atomic number the embedding has a row for.
+    pub fn max_z(&self) -> usize {
+        (self.embedding.len() / self.hidden.max(1)).saturating_sub(1)
+    }
 }
 
 /// Scratch floats of one molecule of `atoms` atoms for the student.
@@ -594,6 +599,8 @@ fn emulate_student_body(
     md: Option<MdPointers>,
     body: Body,
 ) -> Result<FusedOutput> {
+    // The kernel reads the embedding row of every atomic number unchecked.
+    crate::model::student::check_elements(w.max_z(), None, &batch.numbers, &batch.structure_of)?;
     let (h, t) = (w.hidden, w.num_blocks());
     let blocks: Vec<FusedStudentBlock> = (0..t)
         .map(|k| FusedStudentBlock {
@@ -989,6 +996,8 @@ pub struct FusedStudentGpu {
     block_params: CudaSlice<u8>,
     embedding: CudaSlice<f32>,
     atomref: Option<CudaSlice<f32>>,
+    /// The largest atomic number the embedding has a row for.
+    max_z: usize,
 }
 
 /// The student's evaluate and MD kernels.
@@ -1026,6 +1035,7 @@ impl FusedStudentGpu {
         ];
         Ok(FusedStudentGpu {
             hidden: w.hidden,
+            max_z: w.max_z(),
             blocks: w.num_blocks(),
             cutoff: w.cutoff,
             _tables: tables,
@@ -1078,6 +1088,8 @@ impl FusedStudentGpu {
 
     /// Energies, atom energies, (forces) and fault bits of every molecule of `batch`.
     pub fn evaluate(&mut self, batch: &Batch, want_forces: bool) -> Result<FusedOutput> {
+        // The kernel reads the embedding row of every atomic number unchecked.
+        crate::model::student::check_elements(self.max_z, None, &batch.numbers, &batch.structure_of)?;
         let (h, t) = (self.hidden, self.blocks);
         let base = self.base_args();
         self.engine.evaluate::<Student>(base, batch, want_forces, |n| StudentLayout::new(n, h, t).floats)
