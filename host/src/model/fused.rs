@@ -138,6 +138,12 @@ impl FusedStudentWeights {
     }
 }
 
+/// Every atomic number of `batch` within 1..=`max_z`: the fused kernels read the
+/// embedding row of each unchecked.
+fn check_batch_elements(max_z: usize, batch: &Batch) -> Result<()> {
+    crate::model::student::check_elements(max_z, None, &batch.numbers, &batch.structure_of)
+}
+
 /// Scratch floats of one molecule of `atoms` atoms for the student.
 pub fn scratch_floats(atoms: usize, hidden: usize, blocks: usize) -> usize {
     StudentLayout::new(atoms, hidden, blocks).floats
@@ -599,8 +605,7 @@ fn emulate_student_body(
     md: Option<MdPointers>,
     body: Body,
 ) -> Result<FusedOutput> {
-    // The kernel reads the embedding row of every atomic number unchecked.
-    crate::model::student::check_elements(w.max_z(), None, &batch.numbers, &batch.structure_of)?;
+    check_batch_elements(w.max_z(), batch)?;
     let (h, t) = (w.hidden, w.num_blocks());
     let blocks: Vec<FusedStudentBlock> = (0..t)
         .map(|k| FusedStudentBlock {
@@ -1088,8 +1093,7 @@ impl FusedStudentGpu {
 
     /// Energies, atom energies, (forces) and fault bits of every molecule of `batch`.
     pub fn evaluate(&mut self, batch: &Batch, want_forces: bool) -> Result<FusedOutput> {
-        // The kernel reads the embedding row of every atomic number unchecked.
-        crate::model::student::check_elements(self.max_z, None, &batch.numbers, &batch.structure_of)?;
+        check_batch_elements(self.max_z, batch)?;
         let (h, t) = (self.hidden, self.blocks);
         let base = self.base_args();
         self.engine.evaluate::<Student>(base, batch, want_forces, |n| StudentLayout::new(n, h, t).floats)

@@ -5,6 +5,7 @@
 //! standing in for a thread block), which is how the tests check the kernel without a
 //! GPU.
 
+use super::check_batch_elements;
 use super::{
     as_bytes, emulate, layout_offsets, linear_pointers, Architecture, Body, DeviceLinear, Engine, FusedOutput,
     LinearArrays, MdChunk, MdPointers,
@@ -14,7 +15,6 @@ use crate::gpu::Gpu;
 use crate::model::filter_table::inverse_spacing;
 use crate::model::painn::filter::build as build_painn;
 use crate::model::painn::PainnWeights;
-use crate::model::student::check_elements;
 use crate::structure::Batch;
 use cudarc::driver::CudaSlice;
 use mlff_kernels::fused::painn::{FusedPainnArgs, FusedPainnBlock, PainnLayout};
@@ -111,12 +111,6 @@ impl FusedPainnWeights {
 /// The scratch floats of a structure of n atoms, for F = `features` and `blocks` blocks.
 fn layout_floats(features: usize, blocks: usize) -> impl Fn(usize) -> usize + Copy {
     move |n| PainnLayout::new(n, features, blocks).floats
-}
-
-/// Every atomic number of `batch` within 1..=`max_z` (the kernel reads the embedding
-/// unchecked).
-fn check_batch_elements(max_z: usize, batch: &Batch) -> Result<()> {
-    check_elements(max_z, None, &batch.numbers, &batch.structure_of)
 }
 
 /// Per-structure scratch offsets (floats) of a batch for PaiNN with `features`
